@@ -1,0 +1,1 @@
+"""Notification email through SMTP settings an administrator manages in the admin."""

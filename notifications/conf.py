@@ -1,0 +1,44 @@
+"""The one accessor for ``settings.NOTIFICATIONS`` and the encryption keys, with defaults.
+
+Values an administrator edits at runtime (host, Batch, ...) live in the SmtpSettings model; these
+are deployment knobs. Read them as ``conf.get("LEASE_SECONDS")``: the lookup is cheap and always
+current, including under ``override_settings`` in tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    # How long a claim on a notification or a send slot lasts before another worker may take it.
+    "LEASE_SECONDS": 120,
+    # Most messages one worker sends over one SMTP session before it reconnects.
+    "MESSAGES_PER_SESSION": 100,
+    # Retry policy for temporary failures: exponential backoff with jitter, bounded.
+    "RETRY_BASE_SECONDS": 60,
+    "RETRY_MAX_SECONDS": 3600,
+    "MAX_ATTEMPTS": 12,
+    "MAX_AGE_SECONDS": 2 * 24 * 3600,
+    # How often beat runs the sweeper that re-enqueues due, unclaimed notifications.
+    "SWEEP_INTERVAL_SECONDS": 30,
+    # Send test email: most runs per administrator per minute, and the overall bound on one run.
+    "TEST_EMAILS_PER_MINUTE": 5,
+    "TEST_DEADLINE_SECONDS": 30,
+}
+
+
+def get(name: str) -> Any:
+    """Return NOTIFICATIONS[name] from the settings, or its default."""
+    if name not in DEFAULTS:
+        raise KeyError(f"Unknown notifications setting {name!r}; known: {', '.join(DEFAULTS)}")
+    return getattr(settings, "NOTIFICATIONS", {}).get(name, DEFAULTS[name])
+
+
+def encryption_keys() -> list[str]:
+    """The Fernet keys from NOTIFICATIONS_ENCRYPTION_KEYS: the first encrypts, all decrypt."""
+    keys = getattr(settings, "NOTIFICATIONS_ENCRYPTION_KEYS", [])
+    if isinstance(keys, str):
+        keys = keys.split(",")
+    return [key.strip() for key in keys if key.strip()]

@@ -1,0 +1,138 @@
+"""Show the stored SMTP settings (password masked), or set them non-interactively."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+
+from notifications import services
+from notifications.models import Security, SmtpSettings
+from notifications.providers import PROVIDERS, get_provider
+
+#: Command-line option → model field, for the flags that set a field as given.
+FIELD_OPTIONS = {
+    "host": "host",
+    "port": "port",
+    "security": "security",
+    "username": "username",
+    "from_address": "from_address",
+    "skip_verify": "skip_verify",
+    "timeout": "timeout",
+    "allow_plaintext_login": "allow_plaintext_login",
+    "batch": "batch",
+}
+
+
+class Command(BaseCommand):
+    help = (
+        "Without options, show the SMTP settings (the password masked). With options, change "
+        "them; options not given keep their stored values."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument(
+            "--preset",
+            choices=[p.key for p in PROVIDERS],
+            help="Fill host, port and security from a provider preset (other flags override).",
+        )
+        parser.add_argument("--host")
+        parser.add_argument("--port", type=int)
+        parser.add_argument("--security", choices=Security.values)
+        parser.add_argument("--username", help="'' for no login.")
+        parser.add_argument(
+            "--password-stdin",
+            action="store_true",
+            help="Read the password from standard input (an empty input removes it).",
+        )
+        parser.add_argument("--from", dest="from_address")
+        parser.add_argument(
+            "--skip-verify",
+            dest="skip_verify",
+            action=argparse.BooleanOptionalAction,
+            help="--skip-verify skips TLS certificate verification (insecure); --no-skip-verify "
+            "(or --verify) turns verification back on.",
+        )
+        parser.add_argument("--verify", dest="skip_verify", action="store_false")
+        parser.add_argument(
+            "--ca-file", type=Path, help="PEM file of an extra CA to trust ('' clears)."
+        )
+        parser.add_argument("--timeout", type=int)
+        parser.add_argument(
+            "--allow-plaintext-login", action=argparse.BooleanOptionalAction, default=None
+        )
+        parser.add_argument("--batch", type=int)
+        parser.set_defaults(skip_verify=None)
+
+    def handle(self, *args, **options) -> None:
+        settings = SmtpSettings.load()
+        changed = self._apply(settings, options)
+        new_password = None
+        if options["password_stdin"]:
+            new_password = sys.stdin.readline().rstrip("\r\n")
+        if changed or new_password is not None:
+            try:
+                services.save_settings(settings, new_password=new_password, source="command")
+            except ValidationError as error:
+                raise CommandError(self._describe(error)) from None
+            self.stdout.write(
+                self.style.SUCCESS(f"Saved the SMTP settings as version {settings.version}.")
+            )
+        self._show(settings)
+
+    def _apply(self, settings: SmtpSettings, options: dict) -> bool:
+        changed = False
+        if options["preset"]:
+            provider = get_provider(options["preset"])
+            settings.provider = provider.key
+            if provider.host:
+                settings.host, settings.port, settings.security = (
+                    provider.host,
+                    provider.port,
+                    provider.security,
+                )
+            changed = True
+        for option, field in FIELD_OPTIONS.items():
+            if options[option] is not None:
+                setattr(settings, field, options[option])
+                changed = True
+        if options["ca_file"] is not None:
+            path = options["ca_file"]
+            try:
+                settings.ca_pem = path.read_text() if str(path) else ""
+            except OSError as error:
+                raise CommandError(f"Cannot read the CA file {path}: {error.strerror}.") from None
+            changed = True
+        return changed
+
+    @staticmethod
+    def _describe(error: ValidationError) -> str:
+        lines = ["The SMTP settings were not saved:"]
+        for field, messages in error.message_dict.items():
+            for message in messages:
+                lines.append(f"  {field}: {message}")
+        return "\n".join(lines)
+
+    def _show(self, settings: SmtpSettings) -> None:
+        rows = [
+            ("provider", settings.provider or "custom"),
+            ("host", settings.host or "(not set)"),
+            ("port", settings.port),
+            ("security", settings.security),
+            ("username", settings.username or "(no login)"),
+            ("password", "******** (stored)" if settings.has_password else "(none)"),
+            ("from", settings.from_address or "(not set)"),
+            ("skip verify", "yes (INSECURE)" if settings.skip_verify else "no"),
+            ("extra CA", "set" if settings.ca_pem else "none"),
+            ("plaintext login", "allowed" if settings.allow_plaintext_login else "refused"),
+            ("timeout", f"{settings.timeout} s"),
+            ("batch", settings.batch),
+            ("version", settings.version),
+        ]
+        if settings.paused_reason:
+            rows.append(("PAUSED", settings.paused_reason))
+        for name, value in rows:
+            self.stdout.write(f"{name:>16}: {value}")

@@ -1,0 +1,248 @@
+"""SmtpSettings (the single settings record), its audit trail, the outbox and the send slots."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from notifications import crypto
+from notifications.validators import (
+    validate_ca_pem,
+    validate_from_address,
+    validate_host,
+    validate_no_control_characters,
+)
+
+if TYPE_CHECKING:
+    from notifications.smtp import SmtpConfig
+
+MAX_BATCH = 100
+
+
+class Security(models.TextChoices):
+    SSL = "ssl", _("SSL/TLS (implicit TLS, usually port 465)")
+    STARTTLS = "starttls", _("STARTTLS (required, usually port 587)")
+    NONE = "none", _("None (plaintext, trusted relays only)")
+
+
+#: The security mode each well-known port expects, and the port each mode usually runs on.
+PORT_SECURITY = {465: Security.SSL, 587: Security.STARTTLS}
+
+
+class SmtpSettings(models.Model):
+    """The one SMTP settings record (pk 1). The password is stored encrypted and never shown."""
+
+    SINGLETON_PK = 1
+
+    provider = models.CharField(_("provider preset"), max_length=40, blank=True)
+    host = models.CharField(
+        _("host"),
+        max_length=253,
+        blank=True,
+        validators=[validate_host],
+        help_text=_("The SMTP server's name or IP address, e.g. smtp.example.com."),
+    )
+    port = models.PositiveIntegerField(
+        _("port"),
+        default=587,
+        validators=[MinValueValidator(1), MaxValueValidator(65535)],
+        help_text=_("465 for SSL/TLS, 587 for STARTTLS, 25 for a relay."),
+    )
+    security = models.CharField(
+        _("security"), max_length=10, choices=Security.choices, default=Security.STARTTLS
+    )
+    username = models.CharField(
+        _("username"),
+        max_length=320,
+        blank=True,
+        validators=[validate_no_control_characters],
+        help_text=_("Leave empty if the server needs no login."),
+    )
+    password_encrypted = models.TextField(blank=True, editable=False)
+    from_address = models.CharField(
+        _("from"),
+        max_length=320,
+        blank=True,
+        validators=[validate_from_address],
+        help_text=_("name@example.com or Display Name <name@example.com>."),
+    )
+    skip_verify = models.BooleanField(
+        _("skip certificate verification (insecure)"),
+        default=False,
+        help_text=_(
+            "Accept any TLS certificate, even a forged one. Prefer adding the server's CA below."
+        ),
+    )
+    ca_pem = models.TextField(
+        _("extra trusted CA (PEM)"),
+        blank=True,
+        validators=[validate_ca_pem],
+        help_text=_(
+            "For a server whose certificate is signed by a private CA: paste the CA certificate. "
+            "It is trusted in addition to the system's CAs."
+        ),
+    )
+    allow_plaintext_login = models.BooleanField(
+        _("allow plaintext login (trusted relay only)"),
+        default=False,
+        help_text=_("Send the username and password without encryption when Security is None."),
+    )
+    timeout = models.PositiveSmallIntegerField(
+        _("timeout (seconds)"),
+        default=30,
+        validators=[MinValueValidator(1), MaxValueValidator(300)],
+        help_text=_("How long to wait for the server at each step."),
+    )
+    batch = models.PositiveSmallIntegerField(
+        _("batch"),
+        default=4,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_BATCH)],
+        help_text=_(
+            "The most emails in flight at once, across all workers: at most this many SMTP "
+            "sessions are open at the same moment."
+        ),
+    )
+    version = models.PositiveIntegerField(default=0, editable=False)
+    updated_at = models.DateTimeField(null=True, editable=False)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+    )
+    password_changed_at = models.DateTimeField(null=True, editable=False)
+    password_changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+    )
+    # Dispatch pauses on a configuration failure (bad login, untrusted certificate) until the
+    # settings are saved again: a retry storm would only lock the mailbox.
+    paused_reason = models.TextField(blank=True, editable=False)
+    paused_at = models.DateTimeField(null=True, editable=False)
+
+    class Meta:
+        verbose_name = _("SMTP settings")
+        verbose_name_plural = _("SMTP settings")
+
+    def __str__(self) -> str:
+        if not self.host:
+            return str(_("SMTP settings (not configured)"))
+        return f"{self.host}:{self.port} ({self.get_security_display()})"
+
+    def save(self, *args, **kwargs):
+        self.pk = self.SINGLETON_PK
+        super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        errors: dict[str, list] = {}
+        expected = PORT_SECURITY.get(self.port)
+        if expected and self.security != expected:
+            errors.setdefault("security", []).append(self._port_mismatch_message(expected))
+        if self.username and self.security == Security.NONE and not self.allow_plaintext_login:
+            errors.setdefault("security", []).append(
+                _(
+                    "A login over an unencrypted connection would send the password in clear "
+                    "text. Choose SSL/TLS or STARTTLS, or tick “allow plaintext login” if this "
+                    "is a trusted relay."
+                )
+            )
+        if self.host and not self.from_address:
+            errors.setdefault("from_address", []).append(
+                _("Enter the sender address (From) that notifications are sent from.")
+            )
+        if errors:
+            raise ValidationError(errors)
+
+    def _port_mismatch_message(self, expected: str):
+        if expected == Security.SSL:
+            return _(
+                "Port 465 expects implicit TLS, but Security is set to %(security)s: choose "
+                "SSL/TLS, or use port 587 for STARTTLS."
+            ) % {"security": self.get_security_display()}
+        return _(
+            "Port 587 expects STARTTLS, but Security is set to %(security)s: choose STARTTLS, "
+            "or use port 465 for SSL/TLS."
+        ) % {"security": self.get_security_display()}
+
+    @classmethod
+    def load(cls) -> SmtpSettings:
+        """The settings record, created with defaults on first use."""
+        obj, _created = cls.objects.get_or_create(pk=cls.SINGLETON_PK)
+        return obj
+
+    @property
+    def is_configured(self) -> bool:
+        return bool(self.host and self.from_address)
+
+    @property
+    def has_password(self) -> bool:
+        return bool(self.password_encrypted)
+
+    def set_password(self, raw_password: str, *, by=None) -> None:
+        """Encrypt and keep a new password (an empty one removes it); saved by the caller."""
+        self.password_encrypted = crypto.encrypt(raw_password) if raw_password else ""
+        self.password_changed_at = timezone.now()
+        self.password_changed_by = by
+
+    def get_password(self) -> str:
+        """The decrypted password ("" when none is stored); EncryptionKeyError if keys are wrong."""
+        return crypto.decrypt(self.password_encrypted) if self.password_encrypted else ""
+
+    def to_smtp_config(self, *, password: str | None = None) -> SmtpConfig:
+        """The transport's view of these settings; ``password`` overrides the stored one."""
+        from notifications.smtp import SmtpConfig
+
+        return SmtpConfig(
+            host=self.host,
+            port=self.port,
+            security=self.security,
+            username=self.username,
+            password=self.get_password() if password is None else password,
+            from_address=self.from_address,
+            skip_verify=self.skip_verify,
+            ca_pem=self.ca_pem,
+            timeout=float(self.timeout),
+            allow_plaintext_login=self.allow_plaintext_login,
+            version=self.version,
+        )
+
+
+class SettingsChange(models.Model):
+    """One save of the SMTP settings: who, when, which fields (the password only as changed)."""
+
+    changed_at = models.DateTimeField(_("changed at"), default=timezone.now, db_index=True)
+    changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("changed by"),
+    )
+    version = models.PositiveIntegerField(_("settings version"))
+    changes = models.JSONField(
+        _("changes"),
+        default=dict,
+        help_text=_("Field name → [old, new]; the password appears only as “changed”."),
+    )
+    source = models.CharField(_("source"), max_length=40, default="admin")
+
+    class Meta:
+        ordering = ["-changed_at", "-id"]
+        verbose_name = _("settings change")
+        verbose_name_plural = _("settings changes")
+
+    def __str__(self) -> str:
+        return f"v{self.version} {self.changed_at:%Y-%m-%d %H:%M}"

@@ -1,0 +1,124 @@
+"""Validators for values that end up in SMTP commands or mail headers, with actionable errors."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from email.headerregistry import Address
+from email.policy import default as default_policy
+
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.utils.translation import gettext_lazy as _
+
+_HOSTNAME_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+_FORBIDDEN = {"\r": "CR", "\n": "LF", "\0": "NUL"}
+
+
+def validate_no_control_characters(value: str) -> None:
+    """Refuse CR, LF and NUL: in a header or SMTP command they let a value smuggle in another."""
+    found = [name for char, name in _FORBIDDEN.items() if char in str(value)]
+    if found:
+        raise ValidationError(
+            _("Remove the line break or NUL character (%(found)s): it is not allowed here."),
+            code="control_characters",
+            params={"found": ", ".join(found)},
+        )
+
+
+def validate_host(value: str) -> None:
+    """A host name (letters, digits, hyphens, dots) or an IPv4/IPv6 address."""
+    validate_no_control_characters(value)
+    if not value or any(char.isspace() for char in value):
+        raise ValidationError(
+            _(
+                "Enter the SMTP server's host name or IP address without spaces, "
+                "e.g. smtp.example.com."
+            ),
+            code="host_spaces",
+        )
+    try:
+        ipaddress.ip_address(value.strip("[]"))
+        return
+    except ValueError:
+        pass
+    try:
+        ascii_host = value.rstrip(".").encode("idna").decode("ascii")
+    except UnicodeError:
+        ascii_host = ""
+    labels = ascii_host.split(".") if ascii_host else []
+    if (
+        not labels
+        or len(ascii_host) > 253
+        or not all(_HOSTNAME_LABEL.match(label) for label in labels)
+    ):
+        raise ValidationError(
+            _(
+                "“%(value)s” is not a valid host name or IP address. Use the server name your "
+                "provider gives, e.g. smtp.example.com, without “smtp://” or a port."
+            ),
+            code="host_invalid",
+            params={"value": value},
+        )
+
+
+def parse_from_address(value: str) -> Address:
+    """Parse ``name@example.com`` or ``Display Name <name@example.com>`` into an Address.
+
+    Raises ValidationError with the fix when the value is neither.
+    """
+    validate_no_control_characters(value)
+    error = ValidationError(
+        _(
+            "Enter the sender as name@example.com or Display Name <name@example.com>; "
+            "“%(value)s” is neither."
+        ),
+        code="from_invalid",
+        params={"value": value},
+    )
+    header = default_policy.header_factory("From", value)
+    if header.defects or len(header.addresses) != 1:
+        raise error
+    address = header.addresses[0]
+    try:
+        validate_email(address.addr_spec)
+    except ValidationError:
+        raise error from None
+    return address
+
+
+def validate_from_address(value: str) -> None:
+    parse_from_address(value)
+
+
+def validate_recipient(value: str) -> None:
+    """A single bare address for one notification's recipient."""
+    validate_no_control_characters(value)
+    try:
+        validate_email(value)
+    except ValidationError:
+        raise ValidationError(
+            _("“%(value)s” is not an email address: use name@example.com."),
+            code="recipient_invalid",
+            params={"value": value},
+        ) from None
+
+
+def validate_ca_pem(value: str) -> None:
+    """One or more PEM certificates, as the extra trusted CA field expects."""
+    from cryptography import x509
+
+    if not value.strip():
+        return
+    try:
+        certificates = x509.load_pem_x509_certificates(value.strip().encode())
+    except ValueError:
+        certificates = []
+    if not certificates:
+        raise ValidationError(
+            _(
+                "Paste the CA certificate in PEM form: the text from “-----BEGIN "
+                "CERTIFICATE-----” to “-----END CERTIFICATE-----”."
+            ),
+            code="ca_invalid",
+        )

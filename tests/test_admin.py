@@ -1,0 +1,115 @@
+"""The settings page: a single record, a write-only password, and an audit trail of every save."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from notifications.models import SettingsChange, SmtpSettings
+
+pytestmark = pytest.mark.django_db
+
+CHANGE_URL = reverse("admin:notifications_smtpsettings_change", args=[1])
+FORM = {
+    "provider": "gmail",
+    "host": "smtp.gmail.com",
+    "port": "587",
+    "security": "starttls",
+    "username": "robot@gmail.com",
+    "password": "page-canary-password",
+    "from_address": "机器人 <robot@gmail.com>",
+    "timeout": "30",
+    "batch": "4",
+    "ca_pem": "",
+}
+
+
+def test_list_of_one_redirects_to_the_record(admin_client):
+    response = admin_client.get(reverse("admin:notifications_smtpsettings_changelist"))
+    assert response.status_code == 302
+    assert response["Location"] == CHANGE_URL
+
+
+def test_saving_encrypts_the_password_and_no_page_shows_it(admin_client):
+    response = admin_client.post(CHANGE_URL, FORM)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    record = SmtpSettings.load()
+    assert record.get_password() == "page-canary-password"
+    pages = [
+        admin_client.get(CHANGE_URL),
+        admin_client.get(reverse("admin:notifications_settingschange_changelist")),
+        admin_client.get(
+            reverse(
+                "admin:notifications_settingschange_change", args=[SettingsChange.objects.get().pk]
+            )
+        ),
+        admin_client.get(reverse("admin:index")),
+    ]
+    for page in pages:
+        html = page.content.decode()
+        assert page.status_code == 200
+        assert "page-canary-password" not in html
+        assert record.password_encrypted not in html
+
+
+def test_reload_shows_who_stored_the_password_and_an_empty_field(admin_client, admin_user):
+    admin_client.post(CHANGE_URL, FORM)
+    html = admin_client.get(CHANGE_URL).content.decode()
+    assert "A password is stored, set on" in html
+    assert f"by {admin_user.username}" in html
+    assert 'name="password"' in html
+    assert 'value="page-canary' not in html
+
+
+def test_blank_password_keeps_stored_one(admin_client):
+    admin_client.post(CHANGE_URL, FORM)
+    admin_client.post(CHANGE_URL, {**FORM, "password": "", "batch": "6"})
+    record = SmtpSettings.load()
+    assert record.batch == 6
+    assert record.get_password() == "page-canary-password"
+
+
+def test_remove_password_clears_it(admin_client):
+    admin_client.post(CHANGE_URL, FORM)
+    admin_client.post(CHANGE_URL, {**FORM, "username": "", "password": "", "remove_password": "on"})
+    assert not SmtpSettings.load().has_password
+
+
+def test_every_save_bumps_the_version_and_records_who_changed_what(admin_client, admin_user):
+    admin_client.post(CHANGE_URL, FORM)
+    admin_client.post(CHANGE_URL, {**FORM, "password": "", "batch": "8"})
+    admin_client.post(CHANGE_URL, {**FORM, "password": "new-secret"})
+    changes = list(SettingsChange.objects.order_by("version"))
+    assert [c.version for c in changes] == [1, 2, 3]
+    assert SmtpSettings.load().version == 3
+    assert changes[0].changes["password"] == "changed"
+    assert changes[0].changes["host"] == ["", "smtp.gmail.com"]
+    assert changes[1].changes == {"batch": [4, 8]}
+    assert changes[2].changes["password"] == "changed"
+    assert all(c.changed_by == admin_user for c in changes)
+    assert "new-secret" not in repr([c.changes for c in changes])
+
+
+def test_invalid_post_shows_the_message_and_changes_nothing(admin_client):
+    response = admin_client.post(CHANGE_URL, {**FORM, "port": "465"})
+    assert response.status_code == 200
+    assert "Port 465 expects implicit TLS" in response.content.decode()
+    assert SmtpSettings.load().version == 0
+    assert not SettingsChange.objects.exists()
+
+
+def test_audit_log_is_read_only(admin_client):
+    admin_client.post(CHANGE_URL, FORM)
+    change = SettingsChange.objects.get()
+    url = reverse("admin:notifications_settingschange_change", args=[change.pk])
+    assert 'name="_save"' not in admin_client.get(url).content.decode()
+    admin_client.post(url, {"version": "99"})
+    change.refresh_from_db()
+    assert change.version == 1
+
+
+def test_provider_notes_are_on_the_page_for_the_preset_picker(admin_client):
+    html = admin_client.get(CHANGE_URL).content.decode()
+    assert 'id="smtp-providers"' in html
+    assert "smtp.office365.com" in html
+    assert "authorization code" in html

@@ -1,0 +1,92 @@
+"""smtp_settings: shows the settings with the password masked, sets them, refuses bad values."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from notifications.models import SettingsChange, SmtpSettings
+
+pytestmark = pytest.mark.django_db
+
+
+def run(*args, stdin: str = "", monkeypatch=None) -> str:
+    out = io.StringIO()
+    if monkeypatch is not None:
+        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    call_command("smtp_settings", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_sets_from_a_preset_with_the_password_from_stdin_and_masks_it(monkeypatch):
+    output = run(
+        "--preset",
+        "netease163",
+        "--username",
+        "robot@163.com",
+        "--from",
+        "robot@163.com",
+        "--password-stdin",
+        stdin="auth-code-canary\n",
+        monkeypatch=monkeypatch,
+    )
+    record = SmtpSettings.load()
+    assert (record.host, record.port, record.security) == ("smtp.163.com", 465, "ssl")
+    assert record.get_password() == "auth-code-canary"
+    assert "auth-code-canary" not in output
+    assert "******** (stored)" in output
+    assert SettingsChange.objects.get().source == "command"
+
+
+def test_flags_not_given_keep_their_values(monkeypatch):
+    run("--host", "mail.example.com", "--port", "587", "--from", "a@example.com", "--batch", "7")
+    run("--timeout", "12")
+    record = SmtpSettings.load()
+    assert (record.host, record.batch, record.timeout) == ("mail.example.com", 7, 12)
+
+
+def test_empty_username_means_no_login():
+    run(
+        "--host",
+        "relay.example.com",
+        "--port",
+        "25",
+        "--security",
+        "none",
+        "--from",
+        "a@example.com",
+    )
+    output = run("--username", "")
+    assert SmtpSettings.load().username == ""
+    assert "(no login)" in output
+
+
+def test_invalid_values_exit_non_zero_with_the_reason_and_save_nothing():
+    with pytest.raises(CommandError) as raised:
+        run(
+            "--host",
+            "smtp.example.com",
+            "--port",
+            "465",
+            "--security",
+            "starttls",
+            "--from",
+            "a@example.com",
+        )
+    assert "Port 465 expects implicit TLS" in str(raised.value)
+    assert SmtpSettings.load().version == 0
+
+
+def test_skip_verify_and_verify_toggle():
+    run("--host", "smtp.example.com", "--from", "a@example.com", "--skip-verify")
+    assert SmtpSettings.load().skip_verify
+    assert "INSECURE" in run()
+    run("--verify")
+    assert not SmtpSettings.load().skip_verify
+
+
+def test_unreadable_ca_file_is_reported(tmp_path):
+    with pytest.raises(CommandError, match="Cannot read the CA file"):
+        run("--ca-file", str(tmp_path / "missing.pem"))
