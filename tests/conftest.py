@@ -6,17 +6,22 @@ import os
 
 import pytest
 
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+from tests.availability import IN_CI
 
+# Real processes: a private Redis server and Celery workers on the test database.
+from tests.processes import celery_worker_factory, redis_server  # noqa: F401  (fixtures)
 
-def require_service(available: bool, what: str, how_to_start: str) -> None:
-    """Skip on a laptop without the service (one line naming how to start it); fail in CI."""
-    if available:
-        return
-    message = f"{what} is not reachable: start it with `{how_to_start}`."
-    if IN_CI:
-        pytest.fail(f"{message} It is required in CI (CI=true).", pytrace=False)
-    pytest.skip(message)
+# Real SMTP servers (aiosmtpd with real TLS and AUTH on loopback), shared by every test module.
+from tests.smtpserver import (  # noqa: F401  (fixtures)
+    backlogged_port,
+    closed_port,
+    plain_smtp_server,
+    silent_port,
+    smtp_pki,
+    smtp_server_factory,
+    ssl_smtp_server,
+    starttls_smtp_server,
+)
 
 
 @pytest.fixture
@@ -53,3 +58,25 @@ def pytest_configure(config) -> None:
         if IN_CI:
             pytest.exit(f"PostgreSQL at {db['HOST']}:{db['PORT']} is required in CI: `{how}`.", 1)
         pytest.exit(f"Skipping the PostgreSQL run: start PostgreSQL with `{how}`.", 0)
+
+
+@pytest.fixture
+def configure_smtp():
+    """Point the stored settings at a test server: ``configure_smtp(server, batch=3, ...)``."""
+    from notifications import services
+    from notifications.models import SmtpSettings
+
+    def configure(server, *, pki=None, username="", password=None, **fields):
+        record = SmtpSettings.load()
+        record.host, record.port, record.security = "127.0.0.1", server.port, server.mode
+        record.username = username
+        record.from_address = fields.pop("from_address", "Site <noreply@example.com>")
+        record.allow_plaintext_login = server.mode == "none" and bool(username)
+        if pki is not None:
+            record.ca_pem = pki.ca_pem
+        for name, value in fields.items():
+            setattr(record, name, value)
+        services.save_settings(record, new_password=password, source="test")
+        return record
+
+    return configure
