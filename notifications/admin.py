@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import reverse
 from django.utils import formats
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from notifications import services
 from notifications.forms import SmtpSettingsForm
-from notifications.models import SettingsChange, SmtpSettings
+from notifications.models import Notification, SettingsChange, SmtpSettings
 from notifications.providers import PROVIDERS
 
 
@@ -107,3 +108,68 @@ class SettingsChangeAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
+
+
+@admin.register(Notification)
+class NotificationAdmin(admin.ModelAdmin):
+    """The delivery log: read-only rows, with "retry now" and "cancel" as the only changes."""
+
+    list_display = ("created_at", "recipient", "subject", "status", "attempts", "sent_at", "error")
+    list_filter = ("status", "created_at")
+    search_fields = ("recipient", "subject", "message_id", "idempotency_key")
+    date_hierarchy = "created_at"
+    actions = ("retry_now", "cancel")
+    fieldsets = (
+        (None, {"fields": ("recipient", "subject", "status", "source", "idempotency_key")}),
+        (
+            _("Delivery"),
+            {
+                "fields": (
+                    "attempts",
+                    "next_attempt_at",
+                    "last_error",
+                    "sent_at",
+                    "message_id",
+                    "settings_version",
+                    "created_at",
+                )
+            },
+        ),
+        (_("Content"), {"fields": ("reply_to", "headers", "body", "html_body")}),
+    )
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in Notification._meta.fields]
+
+    @admin.display(description=_("last error"))
+    def error(self, obj: Notification) -> str:
+        return (obj.last_error[:80] + "…") if len(obj.last_error) > 80 else obj.last_error
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    @admin.action(description=_("Retry now"), permissions=["change"])
+    def retry_now(self, request: HttpRequest, queryset) -> None:
+        count = services.retry_now(queryset)
+        self.message_user(
+            request,
+            ngettext(
+                "%d notification queued to retry now.",
+                "%d notifications queued to retry now.",
+                count,
+            )
+            % count,
+            messages.SUCCESS,
+        )
+
+    @admin.action(description=_("Cancel (if not sent yet)"), permissions=["change"])
+    def cancel(self, request: HttpRequest, queryset) -> None:
+        count = services.cancel(queryset, by=request.user)
+        self.message_user(
+            request,
+            ngettext("%d notification cancelled.", "%d notifications cancelled.", count) % count,
+            messages.SUCCESS,
+        )

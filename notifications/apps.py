@@ -12,4 +12,4 @@ class NotificationsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from notifications import checks  # noqa: F401  (registers the checks)
+        from notifications import checks, receivers  # noqa: F401  (registration on import)

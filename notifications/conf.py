@@ -13,16 +13,17 @@ from django.conf import settings
 
 DEFAULTS: dict[str, Any] = {
     # How long a claim on a notification or a send slot lasts before another worker may take it.
-    "LEASE_SECONDS": 120,
+    # Longer than the slowest single send (every SMTP step may take the full timeout).
+    "LEASE_SECONDS": 300,
     # Most messages one worker sends over one SMTP session before it reconnects.
     "MESSAGES_PER_SESSION": 100,
+    # How long one task keeps draining the outbox before it hands over to the next task.
+    "DRAIN_SECONDS": 60,
     # Retry policy for temporary failures: exponential backoff with jitter, bounded.
     "RETRY_BASE_SECONDS": 60,
     "RETRY_MAX_SECONDS": 3600,
     "MAX_ATTEMPTS": 12,
     "MAX_AGE_SECONDS": 2 * 24 * 3600,
-    # How often beat runs the sweeper that re-enqueues due, unclaimed notifications.
-    "SWEEP_INTERVAL_SECONDS": 30,
     # Send test email: most runs per administrator per minute, and the overall bound on one run.
     "TEST_EMAILS_PER_MINUTE": 5,
     "TEST_DEADLINE_SECONDS": 30,

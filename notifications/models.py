@@ -17,6 +17,7 @@ from notifications.validators import (
     validate_from_address,
     validate_host,
     validate_no_control_characters,
+    validate_recipient,
 )
 
 if TYPE_CHECKING:
@@ -246,3 +247,77 @@ class SettingsChange(models.Model):
 
     def __str__(self) -> str:
         return f"v{self.version} {self.changed_at:%Y-%m-%d %H:%M}"
+
+
+class Status(models.TextChoices):
+    QUEUED = "queued", _("queued")
+    SENDING = "sending", _("sending")
+    SENT = "sent", _("sent")
+    FAILED = "failed", _("failed")
+
+
+class Notification(models.Model):
+    """One message to one recipient: the outbox row workers claim, send and record."""
+
+    recipient = models.CharField(_("recipient"), max_length=320, validators=[validate_recipient])
+    subject = models.CharField(_("subject"), max_length=998)
+    body = models.TextField(_("text body"), blank=True)
+    html_body = models.TextField(_("HTML body"), blank=True)
+    reply_to = models.CharField(_("reply-to"), max_length=320, blank=True)
+    headers = models.JSONField(_("extra headers"), default=dict, blank=True)
+    idempotency_key = models.CharField(_("idempotency key"), max_length=200, null=True, blank=True)
+    source = models.CharField(
+        _("source"), max_length=200, blank=True, help_text=_("Who asked for it.")
+    )
+    status = models.CharField(
+        _("status"), max_length=10, choices=Status.choices, default=Status.QUEUED
+    )
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    next_attempt_at = models.DateTimeField(_("next attempt at"), default=timezone.now)
+    claim_token = models.CharField(max_length=32, blank=True, editable=False)
+    claimed_until = models.DateTimeField(null=True, blank=True, editable=False)
+    last_error = models.TextField(_("last error"), blank=True)
+    message_id = models.CharField(_("Message-ID"), max_length=255, blank=True)
+    settings_version = models.PositiveIntegerField(_("settings version"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now, db_index=True)
+    sent_at = models.DateTimeField(_("sent at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("notification")
+        verbose_name_plural = _("delivery log")
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # The workers' queries: what is due, and which leases have expired.
+            models.Index(fields=["status", "next_attempt_at"], name="notif_due_idx"),
+            models.Index(fields=["status", "claimed_until"], name="notif_lease_idx"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["idempotency_key", "recipient"],
+                condition=models.Q(idempotency_key__isnull=False),
+                name="notif_idempotency_unique",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subject} → {self.recipient}"
+
+
+class SendSlot(models.Model):
+    """One of the MAX_BATCH permits to hold an SMTP session open, leased by one worker.
+
+    Slots numbered up to the current Batch may be taken; a lease whose ``expires_at`` passed
+    (its worker died) is free again. Living in the database, the cap holds across every worker
+    and host with either broker, and needs nothing else to run.
+    """
+
+    number = models.PositiveSmallIntegerField(primary_key=True)
+    token = models.CharField(max_length=32, blank=True)
+    holder = models.CharField(max_length=200, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["number"]
+
+    def __str__(self) -> str:
+        return f"slot {self.number}"

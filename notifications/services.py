@@ -1,17 +1,53 @@
-"""The logic: saving the settings, and (with dispatch) enqueueing, claiming, sending, recording.
+"""The logic: saving the settings; storing, claiming, sending and recording notifications.
 
-Admin views, tasks, signal receivers and management commands call in here.
+Admin views, tasks, signal receivers and management commands call in here. Dispatch in short:
+``notify()`` writes rows in the caller's transaction and enqueues their ids after commit; a worker
+takes a send slot (at most Batch are out at once), opens one SMTP session, and drains due rows over
+it, claiming each with a lease so that only one worker ever sends a row.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import Iterable
+from contextlib import suppress
+from datetime import timedelta
 
-from django.db import transaction
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
-from notifications.models import SettingsChange, SmtpSettings
-from notifications.signals import smtp_settings_changed
+from notifications import conf
+from notifications.exceptions import (
+    InvalidNotification,
+    NotificationsError,
+    SmtpConfigurationError,
+    SmtpError,
+    SmtpPermanentError,
+)
+from notifications.models import (
+    Notification,
+    SendSlot,
+    SettingsChange,
+    SmtpSettings,
+    Status,
+)
+from notifications.signals import (
+    notification_failed,
+    notification_sent,
+    smtp_settings_changed,
+)
+from notifications.validators import (
+    parse_from_address,
+    validate_no_control_characters,
+    validate_recipient,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +100,8 @@ def save_settings(
                 smtp_settings_changed, sender=SmtpSettings, settings=settings, changes=changes
             )
         )
+        # A raised Batch or a lifted pause should be used at once, not at the next sweep.
+        transaction.on_commit(kick_workers, robust=True)
     logger.info(
         "SMTP settings saved as version %s by %s: %s",
         settings.version,
@@ -92,3 +130,564 @@ def send_robust(signal, *, sender, **kwargs) -> None:
             logger.error(
                 "Receiver %r of a notifications signal raised %r", receiver, result, exc_info=result
             )
+
+
+# --- Ways in ---------------------------------------------------------------------------------
+
+MAX_SUBJECT_LENGTH = 998  # RFC 5322's line limit
+
+
+def notify(
+    *,
+    recipients: str | Iterable[str],
+    subject: str,
+    body: str,
+    html_body: str | None = None,
+    reply_to: str | None = None,
+    idempotency_key: str | None = None,
+    headers: dict[str, str] | None = None,
+    source: str = "",
+) -> list[Notification]:
+    """Store one notification per recipient, in the caller's transaction; enqueue after commit.
+
+    Every argument is validated first: on bad input InvalidNotification says what is wrong and
+    nothing is stored. With an ``idempotency_key``, a repeated call returns the rows the first
+    call made for each recipient instead of making new ones.
+    """
+    addresses = _clean_recipients(recipients)
+    _require_text("subject", subject, allow_empty=False, max_length=MAX_SUBJECT_LENGTH)
+    _require_text("body", body)
+    if html_body is not None:
+        _require_text("html_body", html_body)
+    if not body and not html_body:
+        raise InvalidNotification("Give the notification a body (body= or html_body=).")
+    if reply_to is not None:
+        _require_text("reply_to", reply_to)
+        _validate("reply_to", parse_from_address, reply_to)
+    if idempotency_key is not None:
+        _require_text("idempotency_key", idempotency_key, allow_empty=False, max_length=200)
+    clean_headers = _clean_headers(headers or {})
+
+    created: list[Notification] = []
+    result: list[Notification] = []
+    with transaction.atomic():
+        for address in addresses:
+            row = Notification(
+                recipient=address,
+                subject=subject,
+                body=body,
+                html_body=html_body or "",
+                reply_to=reply_to or "",
+                headers=clean_headers,
+                idempotency_key=idempotency_key,
+                source=source[:200],
+            )
+            existing = _existing(idempotency_key, address)
+            if existing is None:
+                try:
+                    with transaction.atomic():
+                        row.save()
+                except IntegrityError:  # a concurrent call with the same key won the race
+                    existing = _existing(idempotency_key, address)
+                    if existing is None:
+                        raise
+            if existing is not None:
+                result.append(existing)
+            else:
+                created.append(row)
+                result.append(row)
+        if created:
+            ids = [row.pk for row in created]
+            transaction.on_commit(lambda: enqueue(ids), robust=True)
+    return result
+
+
+#: The keywords of the public contract (the ``notify`` signal and ``notifications.notify``).
+NOTIFY_ARGUMENTS = frozenset(
+    {"recipients", "subject", "body", "html_body", "reply_to", "idempotency_key"}
+)
+
+
+def notify_from(source: str, arguments: dict) -> list[Notification]:
+    """``notify`` for the public ways in: unknown or missing keywords are InvalidNotification."""
+    if unknown := sorted(set(arguments) - NOTIFY_ARGUMENTS):
+        raise InvalidNotification(
+            f"Unknown argument(s) {', '.join(unknown)}; notify takes "
+            f"{', '.join(sorted(NOTIFY_ARGUMENTS))}."
+        )
+    if missing := sorted({"recipients", "subject"} - set(arguments)):
+        raise InvalidNotification(f"Missing argument(s): {', '.join(missing)}.")
+    arguments = {"body": "", **arguments}
+    return notify(source=source[:200], **arguments)
+
+
+def _existing(idempotency_key: str | None, recipient: str) -> Notification | None:
+    if idempotency_key is None:
+        return None
+    return Notification.objects.filter(idempotency_key=idempotency_key, recipient=recipient).first()
+
+
+def _clean_recipients(recipients) -> list[str]:
+    if isinstance(recipients, str):
+        recipients = [recipients]
+    elif not isinstance(recipients, Iterable):
+        raise InvalidNotification(
+            "recipients must be an email address or a list of them, "
+            f"not {type(recipients).__name__}."
+        )
+    addresses: list[str] = []
+    for recipient in recipients:
+        if not isinstance(recipient, str):
+            raise InvalidNotification(
+                f"Each recipient must be an email address string, not {type(recipient).__name__}."
+            )
+        address = recipient.strip()
+        _validate("recipients", validate_recipient, address)
+        if address.lower() not in {a.lower() for a in addresses}:
+            addresses.append(address)
+    if not addresses:
+        raise InvalidNotification("Give at least one recipient (recipients=).")
+    return addresses
+
+
+def _require_text(
+    name: str, value, *, allow_empty: bool = True, max_length: int | None = None
+) -> None:
+    if not isinstance(value, str):
+        raise InvalidNotification(f"{name} must be a string, not {type(value).__name__}.")
+    if not allow_empty and not value.strip():
+        raise InvalidNotification(f"{name} must not be empty.")
+    if "\0" in value:
+        raise InvalidNotification(f"{name} contains a NUL character: remove it.")
+    if max_length is not None and len(value) > max_length:
+        raise InvalidNotification(f"{name} is {len(value)} characters; at most {max_length}.")
+    if name in {"subject", "reply_to", "idempotency_key"}:
+        _validate(name, validate_no_control_characters, value)
+
+
+def _validate(name: str, validator, value: str) -> None:
+    try:
+        validator(value)
+    except ValidationError as error:
+        raise InvalidNotification(f"{name}: {' '.join(error.messages)}") from None
+
+
+#: Headers the outbox sets itself; a caller may not override them.
+RESERVED_HEADERS = frozenset(
+    {
+        "from",
+        "to",
+        "cc",
+        "bcc",
+        "subject",
+        "date",
+        "message-id",
+        "reply-to",
+        "sender",
+        "content-type",
+        "content-transfer-encoding",
+        "mime-version",
+        "return-path",
+    }
+)
+
+
+def _clean_headers(headers: dict) -> dict[str, str]:
+    if not isinstance(headers, dict):
+        raise InvalidNotification("headers must be a dict of header name to value.")
+    clean: dict[str, str] = {}
+    for name, value in headers.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise InvalidNotification("Header names and values must be strings.")
+        if name.lower() in RESERVED_HEADERS:
+            raise InvalidNotification(f"The {name} header is set by the outbox; remove it.")
+        if not name or any(c.isspace() or c == ":" or ord(c) > 126 for c in name):
+            raise InvalidNotification(f"{name!r} is not a valid header name.")
+        _validate(f"header {name}", validate_no_control_characters, value)
+        clean[name] = value
+    return clean
+
+
+def enqueue(ids: Iterable[int]) -> None:
+    """Hand ids to the workers. A broker outage is logged, never raised: the sweeper catches up."""
+    from notifications.tasks import send_notification
+
+    for notification_id in ids:
+        try:
+            send_notification.apply_async(args=[notification_id], retry=False)
+        except Exception as error:
+            logger.warning(
+                "Could not enqueue notification %s (%s); the sweeper will send it.",
+                notification_id,
+                type(error).__name__,
+            )
+            return
+
+
+def kick_workers() -> None:
+    """Ask for up to Batch drain tasks when due rows are waiting (after a save, or a sweep)."""
+    from notifications.tasks import drain_outbox
+
+    settings = SmtpSettings.load()
+    if settings.paused_reason or not settings.is_configured:
+        return
+    due = Notification.objects.filter(_due(timezone.now())).count()
+    for _ in range(min(due, settings.batch)):
+        try:
+            drain_outbox.apply_async(retry=False)
+        except Exception as error:
+            logger.warning("Could not enqueue a drain task (%s).", type(error).__name__)
+            return
+
+
+# --- Claims and slots --------------------------------------------------------------------------
+
+
+def _due(now) -> Q:
+    """Rows a worker may claim: queued and due, or sending with a lease that ran out."""
+    return Q(status=Status.QUEUED, next_attempt_at__lte=now) | Q(
+        status=Status.SENDING, claimed_until__lt=now
+    )
+
+
+def _lease_end():
+    return timezone.now() + timedelta(seconds=conf.get("LEASE_SECONDS"))
+
+
+def claim(notification_id: int, token: str) -> Notification | None:
+    """Take the row if it is due; the returned row carries ``token``, which records the outcome."""
+    updated = (
+        Notification.objects.filter(pk=notification_id)
+        .filter(_due(timezone.now()))
+        .update(
+            status=Status.SENDING,
+            claim_token=token,
+            claimed_until=_lease_end(),
+            attempts=F("attempts") + 1,
+        )
+    )
+    if not updated:
+        return None
+    return Notification.objects.get(pk=notification_id)
+
+
+def claim_next(token: str, *, prefer: int | None = None) -> Notification | None:
+    """Claim ``prefer`` if it is due, else one of the oldest due rows."""
+    if prefer is not None and (row := claim(prefer, token)):
+        if not _crashed_too_often(row, token):
+            return row
+    candidates = list(
+        Notification.objects.filter(_due(timezone.now()))
+        .order_by("next_attempt_at", "id")
+        .values_list("id", flat=True)[:16]
+    )
+    # Workers racing for the oldest rows would mostly collide; a shuffle spreads them out.
+    random.shuffle(candidates)
+    for candidate in candidates:
+        if (row := claim(candidate, token)) and not _crashed_too_often(row, token):
+            return row
+    return None
+
+
+def _crashed_too_often(row: Notification, token: str) -> bool:
+    """A row claimed more often than MAX_ATTEMPTS never got an outcome: its sends kill workers."""
+    if row.attempts <= conf.get("MAX_ATTEMPTS"):
+        return False
+    reason = (
+        f"Gave up after {row.attempts - 1} attempts that never finished: the worker stopped "
+        "while sending this message each time. Check the worker logs."
+    )
+    _give_up(row, _owned(row, token), reason, settings_version=None)
+    return True
+
+
+def acquire_slot(token: str, batch: int) -> int | None:
+    """Lease one of the first ``batch`` send slots, or None when all of them are taken."""
+    for _attempt in range(2):
+        now = timezone.now()
+        free = Q(expires_at__isnull=True) | Q(expires_at__lt=now)
+        numbers = list(
+            SendSlot.objects.filter(free, number__lte=batch).values_list("number", flat=True)
+        )
+        random.shuffle(numbers)
+        for number in numbers:
+            if SendSlot.objects.filter(free, number=number).update(
+                token=token, holder=_holder(), expires_at=_lease_end()
+            ):
+                return number
+        if SendSlot.objects.filter(number__lte=batch).count() >= batch:
+            return None
+        # The slots were flushed (a test database) or never made: make them and look again.
+        SendSlot.objects.bulk_create(
+            [SendSlot(number=n) for n in range(1, batch + 1)], ignore_conflicts=True
+        )
+    return None
+
+
+def renew_slot(number: int, token: str) -> bool:
+    return bool(SendSlot.objects.filter(number=number, token=token).update(expires_at=_lease_end()))
+
+
+def release_slot(number: int, token: str) -> None:
+    SendSlot.objects.filter(number=number, token=token).update(token="", holder="", expires_at=None)
+
+
+def _holder() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"[:200]
+
+
+# --- Sending -----------------------------------------------------------------------------------
+
+
+def deliver(*, prefer: int | None = None) -> int:
+    """Send due notifications while a send slot is free; returns how many were sent.
+
+    Holds at most one slot at a time, so at most Batch of these run SMTP sessions at once. After
+    giving its slot back it looks again, so a row whose own task found every slot taken is never
+    left waiting for the sweeper.
+    """
+    sent = 0
+    budget_end = time.monotonic() + conf.get("DRAIN_SECONDS")
+    while time.monotonic() < budget_end:
+        settings = SmtpSettings.load()
+        if settings.paused_reason or not settings.is_configured:
+            return sent
+        if not Notification.objects.filter(_due(timezone.now())).exists():
+            return sent
+        token = uuid.uuid4().hex
+        slot = acquire_slot(token, settings.batch)
+        if slot is None:
+            return sent
+        try:
+            sent += _drain_over_one_session(settings, slot, token, prefer, budget_end)
+        finally:
+            release_slot(slot, token)
+        prefer = None
+    return sent
+
+
+def _drain_over_one_session(settings, slot: int, token: str, prefer, budget_end: float) -> int:
+    from notifications.smtp import open_session
+
+    sent = 0
+    session = None
+    config = None
+    try:
+        for _ in range(conf.get("MESSAGES_PER_SESSION")):
+            if time.monotonic() >= budget_end or not renew_slot(slot, token):
+                break
+            current = SmtpSettings.objects.filter(pk=settings.pk).values(
+                "version", "batch", "paused_reason"
+            )[0]
+            if (
+                current["version"] != settings.version
+                or current["paused_reason"]
+                or slot > current["batch"]
+            ):
+                break  # settings changed: sessions opened with the old version end here
+            row = claim_next(token, prefer=prefer)
+            prefer = None
+            if row is None:
+                break
+            try:
+                if config is None:
+                    config = settings.to_smtp_config()
+                if session is None:
+                    session = open_session(config)
+                message_id = _send_one(session, config, row)
+            except SmtpError as error:
+                _record_failure(row, token, settings, error, config)
+                if error.code is None or isinstance(error, SmtpConfigurationError):
+                    session = _discard(session)  # the connection itself failed
+                if isinstance(error, SmtpConfigurationError):
+                    break
+                continue
+            except NotificationsError as error:  # e.g. the password cannot be decrypted
+                _record_failure(row, token, settings, _as_configuration_error(error), config)
+                break
+            except Exception as error:  # a bug or a message we cannot build: retry, bounded
+                logger.exception("Unexpected error while sending notification %s", row.pk)
+                _record_failure(row, token, settings, _unexpected(error), config)
+                session = _discard(session)
+                continue
+            _record_sent(row, token, settings, message_id)
+            sent += 1
+    finally:
+        _discard(session)
+    return sent
+
+
+def _send_one(session, config, row: Notification) -> str:
+    from notifications.smtp import build_message, envelope_address
+
+    message = build_message(
+        from_address=config.from_address,
+        to=row.recipient,
+        subject=row.subject,
+        body=row.body,
+        html_body=row.html_body or None,
+        reply_to=row.reply_to or None,
+        message_id=row.message_id or None,
+        headers=row.headers or None,
+    )
+    row.message_id = message["Message-ID"]
+    session.send(
+        message, envelope_from=envelope_address(config.from_address), recipient=row.recipient
+    )
+    return row.message_id
+
+
+def _discard(session) -> None:
+    if session is not None:
+        with suppress(Exception):
+            session.close()
+    return None
+
+
+def _as_configuration_error(error: NotificationsError) -> SmtpConfigurationError:
+    return SmtpConfigurationError(str(error), step="config")
+
+
+def _unexpected(error: Exception) -> SmtpError:
+    from notifications.exceptions import SmtpTemporaryError
+
+    return SmtpTemporaryError(
+        f"Unexpected {type(error).__name__} while sending; see the worker log.", step="internal"
+    )
+
+
+def _owned(row: Notification, token: str):
+    return Notification.objects.filter(pk=row.pk, claim_token=token, status=Status.SENDING)
+
+
+def _record_sent(row: Notification, token: str, settings, message_id: str) -> None:
+    now = timezone.now()
+    if _owned(row, token).update(
+        status=Status.SENT,
+        sent_at=now,
+        message_id=message_id,
+        last_error="",
+        claim_token="",
+        claimed_until=None,
+        settings_version=settings.version,
+    ):
+        row.status, row.sent_at, row.settings_version = Status.SENT, now, settings.version
+        logger.info("Notification %s sent (settings v%s).", row.pk, settings.version)
+        send_robust(notification_sent, sender=Notification, notification=row)
+    else:
+        logger.warning(
+            "Notification %s was sent, but its claim had passed to another worker.", row.pk
+        )
+
+
+def describe(error: SmtpError, config=None) -> str:
+    """The error as the delivery log and the settings page show it: step, reply, hint; no secret."""
+    parts = [f"[{error.step}]"]
+    if error.code:
+        parts.append(str(error.code))
+    parts.append(str(error))
+    if error.hint:
+        parts.append(str(error.hint))
+    text = " ".join(parts)
+    password = getattr(config, "password", "")
+    return text.replace(password, "********") if password else text
+
+
+def _record_failure(row, token: str, settings, error: SmtpError, config) -> None:
+    now = timezone.now()
+    reason = describe(error, config)
+    owned = _owned(row, token)
+    if isinstance(error, SmtpConfigurationError):
+        # Not this message's fault: give the attempt back and pause until the settings change.
+        owned.update(
+            status=Status.QUEUED,
+            attempts=F("attempts") - 1,
+            next_attempt_at=now,
+            last_error=reason,
+            claim_token="",
+            claimed_until=None,
+            message_id=row.message_id,
+        )
+        pause(settings.version, reason)
+        return
+    if isinstance(error, SmtpPermanentError) or _exhausted(row, now):
+        _give_up(row, owned, reason, settings_version=settings.version)
+        return
+    delay = retry_delay(row.attempts)
+    owned.update(
+        status=Status.QUEUED,
+        next_attempt_at=now + timedelta(seconds=delay),
+        last_error=reason,
+        claim_token="",
+        claimed_until=None,
+        message_id=row.message_id,
+    )
+    logger.info("Notification %s will be retried in %.0f s: %s", row.pk, delay, reason)
+
+
+def _give_up(row: Notification, owned, reason: str, *, settings_version: int | None) -> None:
+    if owned.update(
+        status=Status.FAILED,
+        last_error=reason,
+        claim_token="",
+        claimed_until=None,
+        settings_version=settings_version,
+        message_id=row.message_id,
+    ):
+        row.status, row.last_error = Status.FAILED, reason
+        logger.warning("Notification %s failed: %s", row.pk, reason)
+        send_robust(notification_failed, sender=Notification, notification=row, error=reason)
+
+
+def _exhausted(row: Notification, now) -> bool:
+    too_old = (now - row.created_at).total_seconds() >= conf.get("MAX_AGE_SECONDS")
+    return row.attempts >= conf.get("MAX_ATTEMPTS") or too_old
+
+
+def retry_delay(attempts: int) -> float:
+    """Exponential backoff with jitter: about RETRY_BASE doubling per attempt, capped."""
+    base = conf.get("RETRY_BASE_SECONDS") * 2 ** max(0, attempts - 1)
+    capped = min(base, conf.get("RETRY_MAX_SECONDS"))
+    return capped * random.uniform(0.8, 1.2)  # noqa: S311  (jitter, not security)
+
+
+def pause(version: int, reason: str) -> None:
+    """Stop sending with settings ``version`` until they are saved again."""
+    if SmtpSettings.objects.filter(pk=SmtpSettings.SINGLETON_PK, version=version).update(
+        paused_reason=reason, paused_at=timezone.now()
+    ):
+        logger.error("Sending is paused until the SMTP settings are saved again: %s", reason)
+
+
+# --- Upkeep ------------------------------------------------------------------------------------
+
+
+def sweep() -> int:
+    """Re-enqueue work when due rows wait: lost broker messages, dead workers, expired leases."""
+    now = timezone.now()
+    Notification.objects.filter(status=Status.SENDING, claimed_until__lt=now).update(
+        status=Status.QUEUED, claim_token="", claimed_until=None
+    )
+    due = Notification.objects.filter(_due(now)).count()
+    if due:
+        kick_workers()
+    return due
+
+
+def retry_now(queryset) -> int:
+    """Queue failed or waiting rows for an immediate attempt (the admin's "retry now")."""
+    ids = list(
+        queryset.filter(status__in=[Status.QUEUED, Status.FAILED]).values_list("id", flat=True)
+    )
+    Notification.objects.filter(pk__in=ids).update(
+        status=Status.QUEUED, next_attempt_at=timezone.now()
+    )
+    transaction.on_commit(lambda: enqueue(ids), robust=True)
+    return len(ids)
+
+
+def cancel(queryset, *, by=None) -> int:
+    """Fail rows that have not been sent yet, so no worker sends them."""
+    return queryset.filter(status=Status.QUEUED).update(
+        status=Status.FAILED, last_error=f"Cancelled by {by or 'an administrator'}."
+    )

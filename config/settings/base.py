@@ -99,10 +99,31 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True
 # A task must finish well before the broker would hand its message to another worker.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": 3600,
+    # Publishing must fail fast when the broker is down: notify() runs inside a caller's request,
+    # and the sweeper re-enqueues what could not be published. (kombu otherwise retries for
+    # seconds, or forever, before raising.)
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.2,
+    "socket_connect_timeout": 2,
+}
 CELERY_TASK_SOFT_TIME_LIMIT = 600
 CELERY_TASK_TIME_LIMIT = 660
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# The sweeper re-enqueues due rows whose broker message was lost and frees expired leases.
+CELERY_BEAT_SCHEDULE = {
+    "sweep-outbox": {
+        "task": "notifications.sweep_outbox",
+        "schedule": env.float("NOTIFICATIONS_SWEEP_SECONDS", default=30.0),
+    },
+}
+
+# Deployment knobs of the notifications app (see notifications/conf.py for names and defaults),
+# e.g. NOTIFICATIONS='{"LEASE_SECONDS": 120}'.
+NOTIFICATIONS = env.json("NOTIFICATIONS", default={})
 
 NOTIFICATIONS_ENCRYPTION_KEYS = env.list("NOTIFICATIONS_ENCRYPTION_KEYS", default=[])
 

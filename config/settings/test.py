@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from config.settings.base import *  # noqa: F403
 from config.settings.base import VAR_DIR, env
 
@@ -11,10 +13,11 @@ ALLOWED_HOSTS = ["localhost", "127.0.0.1", "testserver"]
 # A fixed test key; tests that exercise rotation override this setting.
 NOTIFICATIONS_ENCRYPTION_KEYS = ["dGVzdC1rZXktMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDA="]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-# Worker processes in the tests open the test database themselves, so SQLite's must be a file.
+# Worker processes in the tests open the test database themselves, so SQLite's must be a file;
+# one per test run, so that two runs side by side do not share it.
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     VAR_DIR.mkdir(parents=True, exist_ok=True)
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-db-{os.getpid()}.sqlite3")}
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="memory://")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

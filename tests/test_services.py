@@ -1,0 +1,327 @@
+"""Dispatch in one process against real SMTP servers: storing, claiming, sending, retrying."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from datetime import timedelta
+
+import pytest
+from django.db import transaction
+from django.utils import timezone
+
+import notifications
+from notifications import services
+from notifications.exceptions import InvalidNotification
+from notifications.models import Notification, SendSlot, SmtpSettings, Status
+from notifications.signals import notification_failed, notification_sent, notify
+from tests.smtpserver import PASSWORD, USERNAME
+
+pytestmark = pytest.mark.django_db
+
+
+def make_due() -> None:
+    Notification.objects.update(next_attempt_at=timezone.now())
+
+
+# --- ways in -----------------------------------------------------------------------------------
+
+
+def test_signal_stores_one_row_per_recipient(django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as callbacks:
+        responses = notify.send(
+            sender=SmtpSettings,
+            recipients=["a@example.com", "b@example.com", "A@example.com"],
+            subject="Welcome",
+            body="Hello",
+        )
+    rows = responses[0][1]
+    assert [r.recipient for r in rows] == ["a@example.com", "b@example.com"]
+    assert {r.source for r in rows} == {"signal:SmtpSettings"}
+    assert Notification.objects.filter(status=Status.QUEUED).count() == 2
+    assert len(callbacks) == 1  # enqueue happens only after commit
+
+
+def test_notify_function_returns_the_created_rows():
+    rows = notifications.notify(recipients="x@example.com", subject="Hi", body="Body")
+    assert rows[0].pk and rows[0].status == Status.QUEUED and rows[0].source == "notify()"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"recipients": [], "subject": "s", "body": "b"}, "at least one recipient"),
+        ({"recipients": "not-an-address", "subject": "s", "body": "b"}, "not an email address"),
+        ({"recipients": ["ok@example.com", "bad"], "subject": "s", "body": "b"}, "not an email"),
+        ({"recipients": 42, "subject": "s", "body": "b"}, "not int"),
+        ({"recipients": [None], "subject": "s", "body": "b"}, "not NoneType"),
+        ({"recipients": "a@example.com\r\nBcc: x@y.z", "subject": "s", "body": "b"}, "line break"),
+        ({"recipients": "a@example.com", "subject": "", "body": "b"}, "subject must not be empty"),
+        ({"recipients": "a@example.com", "subject": "Hi\nBcc: x@y.z", "body": "b"}, "line break"),
+        ({"recipients": "a@example.com", "subject": "x" * 999, "body": "b"}, "at most 998"),
+        ({"recipients": "a@example.com", "subject": b"bytes", "body": "b"}, "must be a string"),
+        ({"recipients": "a@example.com", "subject": "s", "body": "b\0"}, "NUL"),
+        (
+            {"recipients": "a@example.com", "subject": "s", "body": ""},
+            "Give the notification a body",
+        ),
+        (
+            {"recipients": "a@example.com", "subject": "s", "body": "b", "reply_to": "nope"},
+            "reply_to",
+        ),
+        (
+            {"recipients": "a@example.com", "subject": "s", "body": "b", "idempotency_key": ""},
+            "empty",
+        ),
+        (
+            {"recipients": "a@example.com", "subject": "s", "body": "b", "priority": 1},
+            "Unknown argument",
+        ),
+        ({"subject": "s", "body": "b"}, "Missing argument(s): recipients"),
+    ],
+)
+def test_bad_arguments_raise_a_clear_error_and_store_nothing(arguments, message):
+    with pytest.raises(InvalidNotification, match=message.replace("(", r"\(").replace(")", r"\)")):
+        notify.send(sender=None, **arguments)
+    assert not Notification.objects.exists()
+
+
+def test_idempotency_key_returns_the_first_rows_instead_of_new_ones():
+    first = notifications.notify(
+        recipients=["a@example.com", "b@example.com"], subject="s", body="b", idempotency_key="k1"
+    )
+    again = notifications.notify(
+        recipients=["a@example.com", "c@example.com"], subject="s", body="b", idempotency_key="k1"
+    )
+    assert again[0].pk == first[0].pk
+    assert Notification.objects.count() == 3
+
+
+def test_rollback_stores_and_enqueues_nothing(django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as callbacks, pytest.raises(RuntimeError):
+        with transaction.atomic():
+            notifications.notify(recipients="a@example.com", subject="s", body="b")
+            raise RuntimeError("the caller's request failed")
+    assert not Notification.objects.exists()
+    assert callbacks == []
+
+
+# --- sending -----------------------------------------------------------------------------------
+
+
+def test_deliver_sends_due_rows_over_one_session(plain_smtp_server, configure_smtp):
+    configure_smtp(plain_smtp_server, from_address="通知 <noreply@example.com>")
+    notifications.notify(
+        recipients=["a@example.com", "b@example.com"],
+        subject="Ünïcode subject",
+        body="Line one\nLine two",
+        html_body="<p>Hello</p>",
+        reply_to="Support <help@example.com>",
+    )
+    assert services.deliver() == 2
+    assert plain_smtp_server.state.total_sessions == 1
+    assert sorted(m.rcpt_tos[0] for m in plain_smtp_server.messages) == [
+        "a@example.com",
+        "b@example.com",
+    ]
+    parsed = email.message_from_bytes(
+        plain_smtp_server.messages[0].raw, policy=email.policy.default
+    )
+    assert str(parsed["From"]) == "通知 <noreply@example.com>"
+    assert str(parsed["Subject"]) == "Ünïcode subject"
+    assert str(parsed["Reply-To"]) == "Support <help@example.com>"
+    assert parsed.get_body(("html",)).get_content().strip() == "<p>Hello</p>"
+    for row in Notification.objects.all():
+        assert row.status == Status.SENT and row.attempts == 1
+        assert row.sent_at and row.message_id.startswith("<") and row.settings_version == 1
+        assert row.message_id in {
+            str(email.message_from_bytes(m.raw)["Message-ID"]) for m in plain_smtp_server.messages
+        }
+
+
+def test_deliver_logs_in_over_starttls(smtp_server_factory, smtp_pki, configure_smtp):
+    server = smtp_server_factory("starttls", require_auth=True)
+    configure_smtp(server, pki=smtp_pki, username=USERNAME, password=PASSWORD)
+    notifications.notify(recipients="a@example.com", subject="s", body="b")
+    assert services.deliver() == 1
+    assert server.messages[0].auth_username == USERNAME
+
+
+def test_temporary_refusal_retries_with_backoff_then_sends(plain_smtp_server, configure_smtp):
+    configure_smtp(plain_smtp_server)
+    plain_smtp_server.queue_replies("RCPT", "451 4.3.0 try again later", "451 4.3.0 again")
+    [row] = notifications.notify(recipients="a@example.com", subject="s", body="b")
+    services.deliver()
+    row.refresh_from_db()
+    assert row.status == Status.QUEUED and row.attempts == 1
+    assert "451" in row.last_error and "[rcpt]" in row.last_error
+    assert row.next_attempt_at > timezone.now() + timedelta(seconds=40)
+    assert services.deliver() == 0  # not due yet
+    make_due()
+    services.deliver()
+    make_due()
+    assert services.deliver() == 1
+    row.refresh_from_db()
+    assert (row.status, row.attempts, row.last_error) == (Status.SENT, 3, "")
+    assert len(plain_smtp_server.messages) == 1
+
+
+def test_permanent_refusal_fails_at_once_and_fires_the_signal(plain_smtp_server, configure_smtp):
+    configure_smtp(plain_smtp_server)
+    plain_smtp_server.queue_replies("RCPT", "550 5.1.1 no such user")
+    failures = []
+
+    def on_failed(sender, notification, error, **kwargs):
+        failures.append((sender, notification.pk, error))
+
+    notification_failed.connect(on_failed)
+    try:
+        [row] = notifications.notify(recipients="gone@example.com", subject="s", body="b")
+        services.deliver()
+    finally:
+        notification_failed.disconnect(on_failed)
+    row.refresh_from_db()
+    assert (row.status, row.attempts) == (Status.FAILED, 1)
+    assert failures == [(Notification, row.pk, row.last_error)]
+    assert "550" in row.last_error
+
+
+def test_one_bad_recipient_does_not_stop_the_others(plain_smtp_server, configure_smtp):
+    configure_smtp(plain_smtp_server)
+    plain_smtp_server.queue_replies("RCPT", "550 5.1.1 no such user")
+    notifications.notify(recipients=["a@example.com", "b@example.com"], subject="s", body="b")
+    services.deliver()
+    assert sorted(Notification.objects.values_list("status", flat=True)) == ["failed", "sent"]
+
+
+def test_bad_login_pauses_sending_until_the_settings_are_saved(
+    smtp_server_factory, smtp_pki, configure_smtp
+):
+    server = smtp_server_factory("ssl")
+    record = configure_smtp(server, pki=smtp_pki, username=USERNAME, password="wrong")
+    rows = notifications.notify(
+        recipients=["a@example.com", "b@example.com"], subject="s", body="b"
+    )
+    services.deliver()
+    record.refresh_from_db()
+    assert "535" in record.paused_reason or "[auth]" in record.paused_reason
+    assert len(server.state.credentials) == 1  # no retry storm against the mailbox
+    for row in rows:
+        row.refresh_from_db()
+        assert (row.status, row.attempts) == (Status.QUEUED, 0)
+    assert services.deliver() == 0  # paused
+    services.save_settings(record, new_password=PASSWORD, source="test")
+    assert SmtpSettings.load().paused_reason == ""
+    assert services.deliver() == 2
+
+
+def test_unreachable_server_is_a_temporary_failure(closed_port, configure_smtp):
+    class Closed:
+        port, mode = closed_port, "none"
+
+    configure_smtp(Closed)
+    [row] = notifications.notify(recipients="a@example.com", subject="s", body="b")
+    services.deliver()
+    row.refresh_from_db()
+    assert row.status == Status.QUEUED and row.attempts == 1 and "[connect]" in row.last_error
+
+
+def test_attempts_are_bounded(plain_smtp_server, configure_smtp, settings):
+    settings.NOTIFICATIONS = {"MAX_ATTEMPTS": 2}
+    configure_smtp(plain_smtp_server)
+    plain_smtp_server.queue_replies("DATA", "452 4.3.1 full", "452 4.3.1 full")
+    [row] = notifications.notify(recipients="a@example.com", subject="s", body="b")
+    services.deliver()
+    make_due()
+    services.deliver()
+    row.refresh_from_db()
+    assert (row.status, row.attempts) == (Status.FAILED, 2)
+
+
+def test_retry_delay_doubles_from_a_minute_to_an_hour_with_jitter():
+    delays = [services.retry_delay(n) for n in range(1, 10)]
+    assert 48 <= delays[0] <= 72
+    assert 96 <= delays[1] <= 144
+    assert all(2880 <= d <= 4320 for d in delays[6:])
+
+
+# --- claims and slots --------------------------------------------------------------------------
+
+
+def test_only_one_of_two_racing_claims_wins():
+    [row] = notifications.notify(recipients="a@example.com", subject="s", body="b")
+    assert services.claim(row.pk, "token-a") is not None
+    assert services.claim(row.pk, "token-b") is None
+
+
+def test_only_the_claim_owner_records_the_outcome(plain_smtp_server, configure_smtp):
+    settings = configure_smtp(plain_smtp_server)
+    [row] = notifications.notify(recipients="a@example.com", subject="s", body="b")
+    claimed = services.claim(row.pk, "owner")
+    services._record_sent(claimed, "intruder", settings, "<x@y>")
+    row.refresh_from_db()
+    assert row.status == Status.SENDING
+
+
+def test_an_expired_claim_can_be_taken_over():
+    [row] = notifications.notify(recipients="a@example.com", subject="s", body="b")
+    services.claim(row.pk, "dead-worker")
+    Notification.objects.update(claimed_until=timezone.now() - timedelta(seconds=1))
+    assert services.claim(row.pk, "next-worker").claim_token == "next-worker"
+
+
+def test_a_row_that_kills_its_worker_every_time_fails_after_its_attempts(settings):
+    settings.NOTIFICATIONS = {"MAX_ATTEMPTS": 3}
+    [row] = notifications.notify(recipients="a@example.com", subject="s", body="b")
+    for n in range(3):
+        assert services.claim_next(f"worker-{n}")
+        Notification.objects.update(claimed_until=timezone.now() - timedelta(seconds=1))
+    assert services.claim_next("worker-4") is None
+    row.refresh_from_db()
+    assert row.status == Status.FAILED and "never finished" in row.last_error
+
+
+def test_slots_are_capped_by_batch_and_freed_on_release_or_expiry():
+    taken = [services.acquire_slot(f"t{n}", 3) for n in range(4)]
+    assert sorted(taken[:3]) == [1, 2, 3] and taken[3] is None
+    services.release_slot(taken[0], "t0")
+    assert services.acquire_slot("t4", 3) == taken[0]
+    SendSlot.objects.filter(number=taken[1]).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    assert services.acquire_slot("t5", 3) == taken[1]
+
+
+def test_sent_signal_fires_and_a_broken_receiver_loses_nothing(plain_smtp_server, configure_smtp):
+    configure_smtp(plain_smtp_server)
+    seen = []
+
+    def broken(sender, notification, **kwargs):
+        seen.append(notification.pk)
+        raise RuntimeError("a receiver in another app is broken")
+
+    notification_sent.connect(broken)
+    try:
+        [row] = notifications.notify(recipients="a@example.com", subject="s", body="b")
+        assert services.deliver() == 1
+    finally:
+        notification_sent.disconnect(broken)
+    row.refresh_from_db()
+    assert row.status == Status.SENT and seen == [row.pk]
+
+
+def test_settings_change_ends_the_session_opened_with_the_old_version(
+    plain_smtp_server, configure_smtp
+):
+    record = configure_smtp(plain_smtp_server)
+    notifications.notify(recipients=["a@example.com", "b@example.com"], subject="s", body="b")
+
+    def bump(sender, notification, **kwargs):
+        SmtpSettings.objects.update(version=record.version + 1)
+
+    notification_sent.connect(bump)
+    try:
+        services.deliver()
+    finally:
+        notification_sent.disconnect(bump)
+    assert plain_smtp_server.state.total_sessions == 2
