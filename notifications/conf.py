@@ -24,6 +24,9 @@ DEFAULTS: dict[str, Any] = {
     "RETRY_MAX_SECONDS": 3600,
     "MAX_ATTEMPTS": 12,
     "MAX_AGE_SECONDS": 2 * 24 * 3600,
+    # How often each worker records that it is alive, and when a silent one counts as gone.
+    "HEARTBEAT_SECONDS": 30,
+    "HEARTBEAT_STALE_SECONDS": 120,
     # Send test email: most runs per administrator per minute, and the overall bound on one run.
     "TEST_EMAILS_PER_MINUTE": 5,
     "TEST_DEADLINE_SECONDS": 30,

@@ -321,3 +321,54 @@ class SendSlot(models.Model):
 
     def __str__(self) -> str:
         return f"slot {self.number}"
+
+
+class TestRun(models.Model):
+    """One "Send test email" (admin button or ``smtp_test``): who, when, and the outcome.
+
+    Kept for the settings page's "last test result" and for rate-limiting the button per
+    administrator; the report never holds the password.
+    """
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    created_at = models.DateTimeField(_("tested at"), default=timezone.now, db_index=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("tested by"),
+    )
+    recipient = models.CharField(_("recipient"), max_length=320)
+    ok = models.BooleanField(_("succeeded"))
+    failed_step = models.CharField(_("failed step"), max_length=20, blank=True)
+    summary = models.TextField(_("summary"), blank=True)
+    report = models.JSONField(_("report"), default=dict)
+    settings_version = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = _("test email")
+        verbose_name_plural = _("test emails")
+
+    def __str__(self) -> str:
+        return (
+            f"{self.created_at:%Y-%m-%d %H:%M} → {self.recipient}: {'ok' if self.ok else 'failed'}"
+        )
+
+
+class WorkerHeartbeat(models.Model):
+    """The last time each Celery worker said it was alive (every HEARTBEAT_SECONDS)."""
+
+    name = models.CharField(max_length=200, primary_key=True)
+    last_seen = models.DateTimeField(db_index=True)
+    started_at = models.DateTimeField()
+    concurrency = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-last_seen"]
+
+    def __str__(self) -> str:
+        return self.name

@@ -37,6 +37,7 @@ from notifications.models import (
     SettingsChange,
     SmtpSettings,
     Status,
+    WorkerHeartbeat,
 )
 from notifications.signals import (
     notification_failed,
@@ -691,3 +692,21 @@ def cancel(queryset, *, by=None) -> int:
     return queryset.filter(status=Status.QUEUED).update(
         status=Status.FAILED, last_error=f"Cancelled by {by or 'an administrator'}."
     )
+
+
+def record_heartbeat(*, name: str, started_at, concurrency: int) -> None:
+    """Note that worker ``name`` is alive now."""
+    WorkerHeartbeat.objects.update_or_create(
+        name=name[:200],
+        defaults={
+            "last_seen": timezone.now(),
+            "started_at": started_at,
+            "concurrency": concurrency,
+        },
+    )
+
+
+def live_workers():
+    """Workers whose last heartbeat is recent enough to count them as alive."""
+    horizon = timezone.now() - timedelta(seconds=conf.get("HEARTBEAT_STALE_SECONDS"))
+    return WorkerHeartbeat.objects.filter(last_seen__gte=horizon)

@@ -158,3 +158,14 @@ def test_broker_messages_carry_only_ids_never_the_password(
     everything = b"".join(repr(client.dump(key)).encode() for key in client.scan_iter("*"))
     assert b"broker-canary-pw" not in everything
     assert base64.b64encode(b"broker-canary-pw") not in everything
+
+
+def test_workers_record_a_heartbeat(celery_worker_factory):
+    celery_worker_factory(concurrency=3, notifications={"HEARTBEAT_SECONDS": 0.5})
+    wait_for(lambda: services.live_workers().exists(), timeout=30, what="a heartbeat")
+    [beat] = services.live_workers()
+    assert beat.concurrency == 3
+    first = beat.last_seen
+    wait_for(
+        lambda: services.live_workers().get().last_seen > first, timeout=30, what="a second beat"
+    )
