@@ -490,29 +490,31 @@ def _drain_over_one_session(settings, slot: int, token: str, prefer, budget_end:
             prefer = None
             if row is None:
                 break
+            started = time.monotonic()
+            error: SmtpError | None = None
             try:
-                if config is None:
-                    config = settings.to_smtp_config()
-                if session is None:
-                    session = open_session(config)
+                config = config or settings.to_smtp_config()
+                session = session or open_session(config)
                 message_id = _send_one(session, config, row)
-            except SmtpError as error:
-                _record_failure(row, token, settings, error, config)
-                if error.code is None or isinstance(error, SmtpConfigurationError):
-                    session = _discard(session)  # the connection itself failed
-                if isinstance(error, SmtpConfigurationError):
-                    break
-                continue
-            except NotificationsError as error:  # e.g. the password cannot be decrypted
-                _record_failure(row, token, settings, _as_configuration_error(error), config)
-                break
-            except Exception as error:  # a bug or a message we cannot build: retry, bounded
+            except SmtpError as exc:
+                error = exc
+            except NotificationsError as exc:  # e.g. the password cannot be decrypted
+                error = _as_configuration_error(exc)
+            except Exception as exc:  # a bug, or a message we cannot build: retry, bounded
                 logger.exception("Unexpected error while sending notification %s", row.pk)
-                _record_failure(row, token, settings, _unexpected(error), config)
-                session = _discard(session)
+                error = _unexpected(exc)
+            if error is None:
+                outcome = _record_sent(row, token, settings, message_id)
+                sent += 1
+            else:
+                outcome = _record_failure(row, token, settings, error, config)
+            _log_attempt(row, settings, outcome=outcome, error=error, started=started)
+            if error is None:
                 continue
-            _record_sent(row, token, settings, message_id)
-            sent += 1
+            if error.code is None or isinstance(error, SmtpConfigurationError):
+                session = _discard(session)  # the connection itself failed
+            if isinstance(error, SmtpConfigurationError):
+                break
     finally:
         _discard(session)
     return sent
@@ -561,7 +563,7 @@ def _owned(row: Notification, token: str):
     return Notification.objects.filter(pk=row.pk, claim_token=token, status=Status.SENDING)
 
 
-def _record_sent(row: Notification, token: str, settings, message_id: str) -> None:
+def _record_sent(row: Notification, token: str, settings, message_id: str) -> str:
     now = timezone.now()
     if _owned(row, token).update(
         status=Status.SENT,
@@ -573,12 +575,10 @@ def _record_sent(row: Notification, token: str, settings, message_id: str) -> No
         settings_version=settings.version,
     ):
         row.status, row.sent_at, row.settings_version = Status.SENT, now, settings.version
-        logger.info("Notification %s sent (settings v%s).", row.pk, settings.version)
         send_robust(notification_sent, sender=Notification, notification=row)
-    else:
-        logger.warning(
-            "Notification %s was sent, but its claim had passed to another worker.", row.pk
-        )
+        return "sent"
+    logger.warning("Notification %s was sent, but its claim had passed to another worker.", row.pk)
+    return "sent-claim-lost"
 
 
 def describe(error: SmtpError, config=None) -> str:
@@ -594,7 +594,8 @@ def describe(error: SmtpError, config=None) -> str:
     return text.replace(password, "********") if password else text
 
 
-def _record_failure(row, token: str, settings, error: SmtpError, config) -> None:
+def _record_failure(row, token: str, settings, error: SmtpError, config) -> str:
+    """Reschedule, fail or pause, by the kind of error; returns the outcome for the log."""
     now = timezone.now()
     reason = describe(error, config)
     owned = _owned(row, token)
@@ -610,10 +611,10 @@ def _record_failure(row, token: str, settings, error: SmtpError, config) -> None
             message_id=row.message_id,
         )
         pause(settings.version, reason)
-        return
+        return "paused"
     if isinstance(error, SmtpPermanentError) or _exhausted(row, now):
         _give_up(row, owned, reason, settings_version=settings.version)
-        return
+        return "failed"
     delay = retry_delay(row.attempts)
     owned.update(
         status=Status.QUEUED,
@@ -623,7 +624,7 @@ def _record_failure(row, token: str, settings, error: SmtpError, config) -> None
         claimed_until=None,
         message_id=row.message_id,
     )
-    logger.info("Notification %s will be retried in %.0f s: %s", row.pk, delay, reason)
+    return "retry"
 
 
 def _give_up(row: Notification, owned, reason: str, *, settings_version: int | None) -> None:
@@ -638,6 +639,30 @@ def _give_up(row: Notification, owned, reason: str, *, settings_version: int | N
         row.status, row.last_error = Status.FAILED, reason
         logger.warning("Notification %s failed: %s", row.pk, reason)
         send_robust(notification_failed, sender=Notification, notification=row, error=reason)
+
+
+def _log_attempt(row: Notification, settings, *, outcome: str, error, started: float) -> None:
+    """One structured line per delivery attempt; no recipient address, no secret."""
+    fields = {
+        "notification_id": row.pk,
+        "settings_version": settings.version,
+        "host": settings.host,
+        "port": settings.port,
+        "security": settings.security,
+        "reply_code": error.code if error is not None else 250,
+        "step": error.step if error is not None else "",
+        "attempt": row.attempts,
+        "duration_ms": round((time.monotonic() - started) * 1000),
+        "outcome": outcome,
+    }
+    logger.log(
+        logging.INFO if outcome.startswith("sent") or outcome == "retry" else logging.WARNING,
+        "delivery attempt %(notification_id)s: %(outcome)s (code %(reply_code)s%(step_text)s) "
+        "via %(host)s:%(port)s/%(security)s, attempt %(attempt)s, %(duration_ms)s ms, "
+        "settings v%(settings_version)s",
+        {**fields, "step_text": f" at {fields['step']}" if fields["step"] else ""},
+        extra=fields,
+    )
 
 
 def _exhausted(row: Notification, now) -> bool:

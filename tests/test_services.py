@@ -325,3 +325,34 @@ def test_settings_change_ends_the_session_opened_with_the_old_version(
     finally:
         notification_sent.disconnect(bump)
     assert plain_smtp_server.state.total_sessions == 2
+
+
+def test_each_attempt_logs_one_structured_line_without_the_recipient(
+    plain_smtp_server, configure_smtp, caplog
+):
+    configure_smtp(plain_smtp_server)
+    plain_smtp_server.queue_replies("RCPT", "451 4.3.0 later")
+    [row] = notifications.notify(recipients="private-person@example.com", subject="s", body="b")
+    with caplog.at_level("INFO", logger="notifications.services"):
+        services.deliver()
+        make_due()
+        services.deliver()
+    attempts = [r for r in caplog.records if hasattr(r, "outcome")]
+    assert [(r.outcome, r.reply_code, r.attempt) for r in attempts] == [
+        ("retry", 451, 1),
+        ("sent", 250, 2),
+    ]
+    for record in attempts:
+        assert record.notification_id == row.pk
+        assert (record.host, record.port, record.security) == (
+            "127.0.0.1",
+            plain_smtp_server.port,
+            "none",
+        )
+        assert record.duration_ms >= 0 and record.settings_version == 1
+    info_text = " ".join(
+        r.getMessage()
+        for r in caplog.records
+        if r.levelname == "INFO" and r.name.startswith("notifications")  # not the test server's
+    )
+    assert "private-person@example.com" not in info_text
