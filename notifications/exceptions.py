@@ -18,8 +18,11 @@ class InvalidNotification(NotificationsError, ValueError):
 class SmtpError(NotificationsError):
     """An SMTP step failed.
 
-    ``step`` names the step (``dns``, ``connect``, ``greeting``, ``ehlo``, ``tls``, ``auth``,
-    ``mail``, ``rcpt``, ``data``, ``quit``), ``code`` and ``reply`` hold the server's reply when
+    ``step`` names the SMTP step (``dns``, ``connect``, ``greeting``, ``ehlo``, ``tls``, ``auth``,
+    ``mail``, ``rcpt``, ``data``, ``quit``; see ``smtp.STEP_LABELS``) or, in dispatch only, what
+    failed before SMTP (``config``: the stored settings cannot be used; ``message``: the row
+    cannot be made into a message; ``internal``: an unexpected error), ``code`` and ``reply`` hold
+    the server's reply when
     there was one, and ``hint`` says what a person can do about it. The message never holds the
     password.
     """

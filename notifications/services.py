@@ -523,16 +523,19 @@ def _drain_over_one_session(settings, slot: int, token: str, prefer, budget_end:
 def _send_one(session, config, row: Notification) -> str:
     from notifications.smtp import build_message, envelope_address
 
-    message = build_message(
-        from_address=config.from_address,
-        to=row.recipient,
-        subject=row.subject,
-        body=row.body,
-        html_body=row.html_body or None,
-        reply_to=row.reply_to or None,
-        message_id=row.message_id or None,
-        headers=row.headers or None,
-    )
+    try:
+        message = build_message(
+            from_address=config.from_address,
+            to=row.recipient,
+            subject=row.subject,
+            body=row.body,
+            html_body=row.html_body or None,
+            reply_to=row.reply_to or None,
+            message_id=row.message_id or None,
+            headers=row.headers or None,
+        )
+    except ValueError as error:  # this row can never become a message: no point retrying
+        raise SmtpPermanentError(str(error), step="message") from None
     row.message_id = message["Message-ID"]
     session.send(
         message, envelope_from=envelope_address(config.from_address), recipient=row.recipient
