@@ -704,13 +704,18 @@ def sweep() -> int:
 
 
 def retry_now(queryset) -> int:
-    """Queue failed or waiting rows for an immediate attempt (the admin's "retry now")."""
+    """Queue failed or waiting rows for an immediate attempt (the admin's "retry now").
+
+    A failed row starts a fresh attempt budget: the administrator has decided it is worth it.
+    """
     ids = list(
         queryset.filter(status__in=[Status.QUEUED, Status.FAILED]).values_list("id", flat=True)
     )
-    Notification.objects.filter(pk__in=ids).update(
-        status=Status.QUEUED, next_attempt_at=timezone.now()
+    now = timezone.now()
+    Notification.objects.filter(pk__in=ids, status=Status.FAILED).update(
+        status=Status.QUEUED, attempts=0
     )
+    Notification.objects.filter(pk__in=ids).update(next_attempt_at=now)
     transaction.on_commit(lambda: enqueue(ids), robust=True)
     return len(ids)
 

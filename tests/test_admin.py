@@ -113,3 +113,48 @@ def test_provider_notes_are_on_the_page_for_the_preset_picker(admin_client):
     assert 'id="smtp-providers"' in html
     assert "smtp.office365.com" in html
     assert "authorization code" in html
+
+
+def test_delivery_log_retry_now_and_cancel(admin_client, plain_smtp_server, configure_smtp):
+    import notifications
+    from notifications.models import Notification, Status
+
+    configure_smtp(plain_smtp_server)
+    failed, waiting = notifications.notify(
+        recipients=["f@example.com", "w@example.com"], subject="s", body="b"
+    )
+    Notification.objects.filter(pk=failed.pk).update(status=Status.FAILED, attempts=12)
+    url = reverse("admin:notifications_notification_changelist")
+    response = admin_client.post(
+        url, {"action": "retry_now", "_selected_action": [failed.pk]}, follow=True
+    )
+    assert "1 notification queued to retry now." in response.content.decode()
+    failed.refresh_from_db()
+    assert (failed.status, failed.attempts) == (Status.QUEUED, 0)
+    response = admin_client.post(
+        url, {"action": "cancel", "_selected_action": [waiting.pk]}, follow=True
+    )
+    waiting.refresh_from_db()
+    assert waiting.status == Status.FAILED and "Cancelled by root" in waiting.last_error
+
+
+def test_delivery_log_filters_and_searches(admin_client):
+    import notifications
+    from notifications.models import Notification, Status
+
+    notifications.notify(recipients="findme@example.com", subject="Invoice 42", body="b")
+    notifications.notify(recipients="other@example.com", subject="Welcome", body="b")
+    Notification.objects.filter(recipient="other@example.com").update(status=Status.SENT)
+    url = reverse("admin:notifications_notification_changelist")
+    html = admin_client.get(url, {"q": "Invoice"}).content.decode()
+    assert "findme@example.com" in html and "other@example.com" not in html
+    html = admin_client.get(url, {"status__exact": "sent"}).content.decode()
+    assert "other@example.com" in html and "findme@example.com" not in html
+
+
+def test_settings_page_says_why_sending_is_paused(admin_client):
+    record = SmtpSettings.load()
+    record.paused_reason = "[auth] 535 Authentication failed. Use an app password."
+    record.save()
+    html = admin_client.get(CHANGE_URL).content.decode()
+    assert "Sending is paused" in html and "Use an app password." in html
