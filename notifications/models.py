@@ -27,9 +27,9 @@ MAX_BATCH = 100
 
 
 class Security(models.TextChoices):
-    SSL = "ssl", _("SSL/TLS (implicit TLS, usually port 465)")
-    STARTTLS = "starttls", _("STARTTLS (required, usually port 587)")
-    NONE = "none", _("None (plaintext, trusted relays only)")
+    SSL = "ssl", _("SSL/TLS")
+    STARTTLS = "starttls", _("STARTTLS")
+    NONE = "none", _("None (plaintext)")
 
 
 #: The security mode each well-known port expects, and the port each mode usually runs on.
@@ -56,7 +56,15 @@ class SmtpSettings(models.Model):
         help_text=_("465 for SSL/TLS, 587 for STARTTLS, 25 for a relay."),
     )
     security = models.CharField(
-        _("security"), max_length=10, choices=Security.choices, default=Security.STARTTLS
+        _("security"),
+        max_length=10,
+        choices=Security.choices,
+        default=Security.STARTTLS,
+        help_text=_(
+            "SSL/TLS: encrypted from the first byte (usually port 465). STARTTLS: upgraded to "
+            "TLS after connecting, and refused if the server does not offer it (usually 587). "
+            "None: unencrypted, for trusted relays only."
+        ),
     )
     username = models.CharField(
         _("username"),
@@ -71,7 +79,8 @@ class SmtpSettings(models.Model):
         max_length=320,
         blank=True,
         validators=[validate_from_address],
-        help_text=_("name@example.com or Display Name <name@example.com>."),
+        # The admin renders help texts as HTML, hence the entities.
+        help_text=_("name@example.com or Display Name &lt;name@example.com&gt;."),
     )
     skip_verify = models.BooleanField(
         _("skip certificate verification (insecure)"),

@@ -8,6 +8,9 @@ import pytest
 
 from tests.availability import IN_CI
 
+# A real browser: Debian's Chromium driven by Playwright.
+from tests.browser import admin_page, browser, page_factory  # noqa: F401  (fixtures)
+
 # Real processes: a private Redis server and Celery workers on the test database.
 from tests.processes import celery_worker_factory, redis_server  # noqa: F401  (fixtures)
 

@@ -63,8 +63,8 @@ def test_port_outside_1_to_65535_is_refused(port):
 def test_port_465_with_starttls_says_which_to_pick():
     errors = form_errors(port=465, security="starttls")
     assert errors["security"] == [
-        "Port 465 expects implicit TLS, but Security is set to STARTTLS (required, usually port "
-        "587): choose SSL/TLS, or use port 587 for STARTTLS."
+        "Port 465 expects implicit TLS, but Security is set to STARTTLS: choose SSL/TLS, or use "
+        "port 587 for STARTTLS."
     ]
 
 
