@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.http import HttpRequest, HttpResponseRedirect
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils import formats
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from notifications import services
-from notifications.forms import SmtpSettingsForm
+from notifications import conf, services
+from notifications.forms import SmtpSettingsForm, TestEmailForm
 from notifications.models import Notification, SettingsChange, SmtpSettings
 from notifications.providers import PROVIDERS
+from notifications.views import SendTestEmailView
 
 
 @admin.register(SmtpSettings)
@@ -66,7 +67,23 @@ class SmtpSettingsAdmin(admin.ModelAdmin):
             return SmtpSettings.load()
         return None
 
+    def get_urls(self):
+        """The "Send test email" view, ahead of the catch-all ``<object_id>/`` of the defaults."""
+        opts = self.opts
+        test_view = SendTestEmailView.as_view(model_admin=self)
+        return [
+            path(
+                "<path:object_id>/test-email/",
+                self.admin_site.admin_view(test_view),
+                name=f"{opts.app_label}_{opts.model_name}_test_email",
+            ),
+            *super().get_urls(),
+        ]
+
     def render_change_form(self, request, context, *args, **kwargs):
+        # The test view passes the bound forms and the result; the plain page starts afresh.
+        context.setdefault("test_form", TestEmailForm(initial={"to": request.user.email}))
+        context["test_deadline"] = conf.get("TEST_DEADLINE_SECONDS")
         context["providers"] = [
             {
                 "key": p.key,

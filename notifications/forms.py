@@ -1,4 +1,4 @@
-"""The SMTP settings form: provider presets, a write-only password, cross-field validation.
+"""The SMTP settings form (presets, write-only password, cross-field checks) and the test recipient.
 
 Field rules live on the model (so the ``smtp_settings`` command enforces them too); this form adds
 what only a person filling it in needs: the preset picker and the password's write-only handling.
@@ -11,7 +11,7 @@ from django.utils.translation import gettext_lazy as _
 
 from notifications.models import SmtpSettings
 from notifications.providers import PROVIDERS
-from notifications.validators import validate_no_control_characters
+from notifications.validators import validate_no_control_characters, validate_recipient
 
 
 class SmtpSettingsForm(forms.ModelForm):
@@ -77,3 +77,17 @@ class SmtpSettingsForm(forms.ModelForm):
         if self.cleaned_data.get("remove_password"):
             return ""
         return self.cleaned_data.get("password") or None
+
+
+class TestEmailForm(forms.Form):
+    """Where "Send test email" sends to. Prefixed, as it shares the settings page's <form>."""
+
+    prefix = "test"
+
+    to = forms.CharField(
+        label=_("Send the test email to"),
+        max_length=320,
+        validators=[validate_recipient],
+        widget=forms.EmailInput(attrs={"autocomplete": "email", "spellcheck": "false"}),
+        help_text=_("The test is sent from the From address above, with the values in this form."),
+    )

@@ -1,0 +1,85 @@
+"""Send a test email with the stored SMTP settings and print the stepwise diagnosis."""
+
+from __future__ import annotations
+
+import json
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+from django.utils.translation import gettext as _
+
+from notifications import diagnosis
+from notifications.exceptions import NotificationsError
+from notifications.models import SmtpSettings
+from notifications.smtp import DiagnosticReport, DiagnosticStep
+from notifications.validators import validate_recipient
+
+ICONS = {"ok": "✓", "failed": "✗"}  # anything else (skipped, not run) is "–"
+
+
+class Command(BaseCommand):
+    help = (
+        "Send a test email with the stored SMTP settings and show each step (DNS, connect, TLS, "
+        "login, ...) with the server's replies. Exit status 0 only when the server accepted it."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--to", required=True, metavar="ADDRESS", help="Who gets the test.")
+        parser.add_argument(
+            "--json",
+            action="store_true",
+            help="Print the report as JSON (ok, failed_step, hint, steps, transcript).",
+        )
+
+    def handle(self, *args, **options) -> None:
+        to = options["to"].strip()
+        try:
+            validate_recipient(to)
+        except ValidationError as error:
+            raise CommandError(f"--to: {' '.join(error.messages)}") from None
+        settings = SmtpSettings.load()
+        if not settings.is_configured:
+            raise CommandError(
+                _(
+                    "The SMTP settings are not configured yet: set the host and From address in "
+                    "the admin (SMTP settings) or with `manage.py smtp_settings`, then test again."
+                )
+            )
+        try:
+            report = diagnosis.run_test(settings=settings, to=to)
+        except NotificationsError as error:  # e.g. the stored password cannot be decrypted
+            raise CommandError(str(error)) from None
+        if options["json"]:
+            self.stdout.write(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))
+        else:
+            self._print(report)
+        if not report.ok:
+            raise CommandError(diagnosis.outcome(report))
+
+    def _print(self, report: DiagnosticReport) -> None:
+        width = max(len(str(step.label)) for step in report.steps)
+        for step in report.steps:
+            self.stdout.write(self._line(step, width))
+            if step.status == "failed":
+                self.stdout.write(f"    {step.error}")
+                self.stdout.write(self.style.WARNING(f"    {_('Hint:')} {step.hint}"))
+        if report.ok:
+            self.stdout.write(self.style.SUCCESS(diagnosis.outcome(report)))
+
+    def _line(self, step: DiagnosticStep, width: int) -> str:
+        icon = ICONS.get(step.status, "–")
+        duration = "" if step.duration_ms is None else f"{step.duration_ms} ms"
+        if step.status == "skipped":
+            reply = str(step.detail.get("reason", ""))
+        elif "version" in step.detail:  # TLS: what was negotiated, rather than EHLO's reply again
+            reply = f"{step.detail['version']} {step.detail.get('subject', '')}".strip()
+        else:
+            # The first line only: EHLO's reply lists every extension on a line of its own.
+            first_line = step.reply.splitlines()[0] if step.reply else ""
+            reply = f"{step.code or ''} {first_line}".strip()
+        line = f"{icon} {step.label!s:<{width}}  {duration:>8}  {reply}".rstrip()
+        if step.status == "ok":
+            return self.style.SUCCESS(line)
+        if step.status == "failed":
+            return self.style.ERROR(line)
+        return line

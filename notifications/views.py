@@ -1,0 +1,136 @@
+"""The settings page's "Send test email" view: the form's values, saved or not, tested on POST."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from django.contrib.admin import helpers
+from django.contrib.admin.utils import flatten_fieldsets
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.translation import gettext as _
+from django.views import View
+
+from notifications import diagnosis
+from notifications.exceptions import NotificationsError
+from notifications.forms import TestEmailForm
+
+if TYPE_CHECKING:
+    from django.contrib.admin import ModelAdmin
+    from django.forms import ModelForm
+
+    from notifications.models import SmtpSettings
+
+FRAGMENT_TEMPLATE = "admin/notifications/smtpsettings/test_result.html"
+
+
+class SendTestEmailView(View):
+    """POST the settings page's form here to test its values without saving them.
+
+    The settings are validated with the same form (and model rules) as saving; invalid values are
+    shown instead of tested. The page's script asks for the result alone (an HTML fragment it puts
+    in place, ``X-Requested-With: XMLHttpRequest``); without the script the whole settings page
+    comes back, the typed values kept (all but the password) and the result in it.
+    """
+
+    model_admin: ModelAdmin | None = None
+    http_method_names = ["post"]
+
+    def post(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        admin = self.model_admin
+        obj = admin.get_object(request, object_id)
+        if obj is None:
+            raise Http404
+        if not admin.has_change_permission(request, obj):
+            raise PermissionDenied
+        form = admin.get_form(
+            request, obj, change=True, fields=flatten_fieldsets(admin.get_fieldsets(request, obj))
+        )(request.POST, instance=obj)
+        test_form = TestEmailForm(request.POST)
+        result, status = self._test(request, form, test_form)
+        if request.headers.get("X-Requested-With") == "XMLHttpRequest":
+            return TemplateResponse(request, FRAGMENT_TEMPLATE, result, status=status)
+        return self._page(request, obj, form, test_form, result, status)
+
+    def _test(
+        self, request: HttpRequest, form: ModelForm, test_form: TestEmailForm
+    ) -> tuple[dict[str, Any], int]:
+        """Run the test if both forms are valid; the result template's context and a status."""
+        # Both forms are validated, so every error shows at once.
+        settings_valid, recipient_valid = form.is_valid(), test_form.is_valid()
+        if not (settings_valid and recipient_valid):
+            return {"invalid": _error_list(form, test_form)}, 400
+        recipient = test_form.cleaned_data["to"]
+        try:
+            report = diagnosis.run_test(
+                settings=form.instance,
+                to=recipient,
+                by=request.user,
+                password=form.new_password,
+                unsaved=form.has_changed(),
+            )
+        except diagnosis.RateLimited as error:
+            return {"problem": str(error)}, 429
+        except NotificationsError as error:  # e.g. the stored password cannot be decrypted
+            return {"problem": str(error)}, 200
+        as_dict = report.as_dict()
+        failed = next((step for step in as_dict["steps"] if step["status"] == "failed"), None)
+        return {"report": as_dict, "failed": failed, "recipient": recipient}, 200
+
+    def _page(
+        self,
+        request: HttpRequest,
+        obj: SmtpSettings,
+        form: ModelForm,
+        test_form: TestEmailForm,
+        result: dict[str, Any],
+        status: int,
+    ) -> TemplateResponse:
+        """The settings page with the typed values and the result: the same context Django's
+        change view builds for a form it re-shows, plus the test's."""
+        admin = self.model_admin
+        admin_form = helpers.AdminForm(
+            form,
+            list(admin.get_fieldsets(request, obj)),
+            admin.get_prepopulated_fields(request, obj),
+            admin.get_readonly_fields(request, obj),
+            model_admin=admin,
+        )
+        context = {
+            **admin.admin_site.each_context(request),
+            "title": _("Change %s") % admin.opts.verbose_name,
+            "subtitle": str(obj),
+            "adminform": admin_form,
+            "object_id": obj.pk,
+            "original": obj,
+            "is_popup": False,
+            "to_field": None,
+            "media": admin.media + admin_form.media,
+            "inline_admin_formsets": [],
+            "errors": helpers.AdminErrorList(form, []),
+            "preserved_filters": admin.get_preserved_filters(request),
+            "test_form": test_form,
+            "test_result": result,
+            # The typed password is never sent back, so a Save after this would keep the old one.
+            "test_password_dropped": bool(request.POST.get("password")),
+        }
+        change_url = reverse(
+            f"admin:{obj._meta.app_label}_{obj._meta.model_name}_change", args=[obj.pk]
+        )
+        response = admin.render_change_form(
+            request, context, change=True, obj=obj, form_url=change_url
+        )
+        response.status_code = status
+        return response
+
+
+def _error_list(*forms: Any) -> list[tuple[str, list[str]]]:
+    """(field label, messages) for every error in ``forms``; "" labels the form-wide ones."""
+    errors = []
+    for form in forms:
+        for name, messages in form.errors.items():
+            label = form.fields[name].label if name in form.fields else ""
+            errors.append((str(label or ""), list(messages)))
+    return errors

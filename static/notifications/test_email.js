@@ -1,0 +1,80 @@
+// Send test email without leaving the page: POST the form's values, show the report in place.
+// Without this script the button posts the form itself and the page comes back with the report.
+"use strict";
+document.addEventListener("DOMContentLoaded", () => {
+  const button = document.getElementById("test-email-button");
+  if (!button || !button.form) return;
+  const form = button.form;
+  const status = document.getElementById("test-email-status");
+  const result = document.getElementById("test-email-result");
+  const recipient = document.getElementById("id_test-to");
+  const text = status.dataset; // translated messages, rendered by the template
+  const FRAGMENT_STATUSES = [200, 400, 429]; // the result, invalid values, rate-limited
+
+  function enableCopy() {
+    for (const copy of result.querySelectorAll("[data-copy-target]")) {
+      const source = document.getElementById(copy.dataset.copyTarget);
+      copy.hidden = false;
+      copy.addEventListener("click", async () => {
+        try {
+          await navigator.clipboard.writeText(source.textContent);
+        } catch {
+          // No clipboard API outside secure contexts: select the text and copy it the old way.
+          source.closest("details").open = true;
+          window.getSelection().selectAllChildren(source);
+          document.execCommand("copy");
+        }
+        status.textContent = text.copied;
+      });
+    }
+  }
+
+  function setBusy(busy) {
+    button.disabled = busy;
+    result.setAttribute("aria-busy", String(busy));
+    status.classList.toggle("test-email-busy", busy);
+    status.textContent = busy ? text.busy : "";
+  }
+
+  async function runTest() {
+    setBusy(true);
+    let message = "";
+    try {
+      const response = await fetch(button.formAction, {
+        method: "POST",
+        body: new FormData(form),
+        headers: { "X-Requested-With": "XMLHttpRequest" },
+        credentials: "same-origin",
+      });
+      if (response.redirected) {
+        message = text.expired; // the admin sends an expired session to its login page
+      } else if (!FRAGMENT_STATUSES.includes(response.status)) {
+        message = `${text.failed} (HTTP ${response.status})`;
+      } else {
+        result.innerHTML = await response.text(); // server-rendered and escaped by Django
+        enableCopy();
+      }
+    } catch {
+      message = text.failed;
+    } finally {
+      setBusy(false);
+    }
+    status.textContent = message;
+    const heading = document.getElementById("test-email-result-heading");
+    if (!message && heading) heading.focus();
+  }
+
+  form.addEventListener("submit", (event) => {
+    if (event.submitter !== button) return;
+    event.preventDefault();
+    if (!button.disabled) runTest();
+  });
+  // Enter in the recipient field means "send the test", not the form's default "Save".
+  recipient?.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.isComposing) {
+      event.preventDefault();
+      button.click();
+    }
+  });
+  enableCopy();
+});
