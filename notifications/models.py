@@ -156,6 +156,8 @@ class SmtpSettings(models.Model):
         super().save(*args, **kwargs)
 
     def clean(self) -> None:
+        # One spelling of the same PEM, so that re-saving an unchanged form records no change.
+        self.ca_pem = self.ca_pem.strip()
         errors: dict[str, list] = {}
         expected = PORT_SECURITY.get(self.port)
         if expected and self.security != expected:

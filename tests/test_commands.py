@@ -90,3 +90,15 @@ def test_skip_verify_and_verify_toggle():
 def test_unreadable_ca_file_is_reported(tmp_path):
     with pytest.raises(CommandError, match="Cannot read the CA file"):
         run("--ca-file", str(tmp_path / "missing.pem"))
+
+
+def test_ca_from_a_file_is_stored_so_an_unchanged_admin_save_records_no_change(tmp_path, smtp_pki):
+    from notifications import services
+
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_text(smtp_pki.ca_pem.strip() + "\n\n")
+    run("--host", "smtp.example.com", "--from", "a@example.com", "--ca-file", str(ca_file))
+    record = SmtpSettings.load()
+    record.ca_pem = smtp_pki.ca_pem.strip()  # what the admin form's stripped field gives back
+    change = services.save_settings(record, source="admin")
+    assert "ca_pem" not in change.changes
