@@ -828,8 +828,8 @@ class SmtpSession:
         }
         if 400 <= code < 500:
             hint = _(
-                "A temporary refusal: it will be retried later. Greylisting, rate limits or a "
-                "busy server cause this."
+                "A temporary refusal (greylisting, a rate limit or a busy server). Notifications "
+                "are retried automatically; for a test, try again in a few minutes."
             )
             return SmtpTemporaryError(message, step=step, code=code, reply=reply, hint=hint)
         if step == "auth":
@@ -943,7 +943,10 @@ class SmtpSession:
                 _("%(step)s: no reply from the server within %(timeout)s s.")
                 % {"step": label, **where},
                 step=step,
-                hint=_("The server is slow or overloaded; it will be retried later."),
+                hint=_(
+                    "The server is slow or overloaded. Notifications are retried automatically; "
+                    "if it persists, raise the timeout or check the server."
+                ),
             )
         if isinstance(exc, smtplib.SMTPServerDisconnected | ConnectionError):
             return SmtpTemporaryError(
@@ -951,7 +954,8 @@ class SmtpSession:
                 step=step,
                 hint=_(
                     "The server dropped the connection mid-way: it may be limiting connections "
-                    "or rejecting this machine's IP address. It will be retried later."
+                    "or rejecting this machine's IP address. Notifications are retried "
+                    "automatically; if it persists, lower Batch or ask the provider."
                 ),
             )
         if isinstance(exc, UnicodeError):
@@ -965,7 +969,7 @@ class SmtpSession:
             _("%(step)s failed: %(error)s")
             % {"step": label, "error": _redact(str(exc) or exc.__class__.__name__, self._secrets)},
             step=step,
-            hint=_("A network error; it will be retried later."),
+            hint=_("A network error. Notifications are retried automatically."),
         )
 
 
