@@ -33,6 +33,7 @@ format: install-dev
 
 # The suite runs on SQLite, then again on PostgreSQL (the browser tests once is enough).
 TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/notifications
+export TEST_POSTGRES_URL
 
 test: install-dev lint
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -1,4 +1,4 @@
-"""URL routes: the admin is the whole user interface, with its password-reset pages."""
+"""URL routes: the admin is the whole user interface, its password-reset pages, and /healthz."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 from django.views.generic import RedirectView
+
+from notifications import health
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
@@ -32,4 +34,7 @@ urlpatterns = [
         name="password_reset_complete",
     ),
     path("admin/", admin.site.urls),
+    # Unauthenticated, GET only: load balancers and monitors (production also answers it in
+    # notifications.health.HealthCheckMiddleware, before host validation and the HTTPS redirect).
+    path(health.PATH.lstrip("/"), health.healthz, name="healthz"),
 ]
