@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint format install install-dev
+.PHONY: run test lint format install install-dev messages
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,3 +38,8 @@ export TEST_POSTGRES_URL
 test: install-dev lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 	DATABASE_URL=$(TEST_POSTGRES_URL) $(PY) -m pytest -m "not browser" $(PYTEST_ARGS)
+
+# After changing user-facing strings: refresh the Chinese catalogue, translate, then compile.
+messages: install-dev
+	$(PY) manage.py makemessages -l zh_Hans --no-obsolete --add-location=file --ignore='tests/*' --ignore='bench/*' --ignore='scripts/*' --ignore='var/*' --ignore='docs/*'
+	$(PY) manage.py compilemessages -l zh_Hans --ignore='.venv/*'

@@ -4,16 +4,36 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.http import HttpRequest, HttpResponseRedirect
+from django.template.loader import render_to_string
 from django.urls import path, reverse
 from django.utils import formats
+from django.utils.decorators import method_decorator
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
+from django.views.decorators.debug import sensitive_post_parameters
 
-from notifications import conf, services
+from notifications import conf, dashboard, services
 from notifications.forms import SmtpSettingsForm, TestEmailForm
-from notifications.models import Notification, SettingsChange, SmtpSettings
+from notifications.models import Notification, SettingsChange, SmtpSettings, TestRun
 from notifications.providers import PROVIDERS
-from notifications.views import SendTestEmailView
+from notifications.smtp import STEP_LABELS
+from notifications.views import FRAGMENT_TEMPLATE, SendTestEmailView
+
+#: The fieldset whose fields some warnings are about; it opens itself when they apply.
+ADVANCED_SECURITY = _("Advanced security")
+
+
+class ReadOnlyAdminMixin:
+    """A record of what happened: viewable, never added, edited or deleted in the admin."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
 
 
 @admin.register(SmtpSettings)
@@ -29,7 +49,7 @@ class SmtpSettingsAdmin(admin.ModelAdmin):
         ),
         (_("Sending"), {"fields": ("from_address", "batch")}),
         (
-            _("Advanced security"),
+            ADVANCED_SECURITY,
             {
                 "classes": ("collapse",),
                 "fields": ("ca_pem", "skip_verify", "allow_plaintext_login"),
@@ -37,6 +57,17 @@ class SmtpSettingsAdmin(admin.ModelAdmin):
         ),
     )
     readonly_fields = ("password_status",)
+
+    def get_fieldsets(self, request: HttpRequest, obj=None):
+        """Open "Advanced security" when an insecure option in it is on: a warning must not
+        point at a field hidden in a closed section."""
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or not (obj.skip_verify or obj.allow_plaintext_login):
+            return fieldsets
+        return [
+            (name, {**options, "classes": ()} if name == ADVANCED_SECURITY else options)
+            for name, options in fieldsets
+        ]
 
     @admin.display(description=_("Stored password"))
     def password_status(self, obj: SmtpSettings) -> str:
@@ -54,6 +85,11 @@ class SmtpSettingsAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
+
+    @method_decorator(sensitive_post_parameters("password"))
+    def changeform_view(self, request: HttpRequest, *args, **kwargs):
+        """Mask the typed password in error reports, should saving crash."""
+        return super().changeform_view(request, *args, **kwargs)
 
     def changelist_view(self, request: HttpRequest, extra_context=None):
         """There is one record: the list would be a list of one, so go straight to it."""
@@ -94,6 +130,9 @@ class SmtpSettingsAdmin(admin.ModelAdmin):
             }
             for p in PROVIDERS
         ]
+        # The stored settings, not ``original``: a form that failed validation has written
+        # its typed values onto that instance.
+        context["health"] = dashboard.health(settings=SmtpSettings.load())
         return super().render_change_form(request, context, *args, **kwargs)
 
     def save_model(self, request: HttpRequest, obj: SmtpSettings, form, change: bool) -> None:
@@ -108,7 +147,7 @@ class SmtpSettingsAdmin(admin.ModelAdmin):
 
 
 @admin.register(SettingsChange)
-class SettingsChangeAdmin(admin.ModelAdmin):
+class SettingsChangeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("changed_at", "version", "changed_by", "source", "changed_fields")
     list_filter = ("source",)
     readonly_fields = ("changed_at", "changed_by", "version", "changes", "source")
@@ -117,14 +156,43 @@ class SettingsChangeAdmin(admin.ModelAdmin):
     def changed_fields(self, obj: SettingsChange) -> str:
         return ", ".join(obj.changes) or "—"
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
 
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
+@admin.register(TestRun)
+class TestRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Every "Send test email", newest first; a run's page shows its stored report."""
 
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
+    list_display = ("created_at", "created_by", "recipient", "ok", "failed_step_label", "summary")
+    list_filter = ("ok", "created_at")
+    search_fields = ("recipient", "summary")
+    date_hierarchy = "created_at"
+    fields = ("created_at", "created_by", "recipient", "ok", "settings_version", "stored_report")
+    readonly_fields = fields
+
+    class Media:
+        css = {"all": ("notifications/test_email.css",)}
+
+    def get_queryset(self, request: HttpRequest):
+        return super().get_queryset(request).select_related("created_by")
+
+    @admin.display(description=_("failed step"), ordering="failed_step")
+    def failed_step_label(self, obj: TestRun) -> str:
+        return str(STEP_LABELS.get(obj.failed_step, obj.failed_step)) or "—"
+
+    @admin.display(description=_("report"))
+    def stored_report(self, obj: TestRun) -> str:
+        if not obj.report.get("steps"):  # the run never finished (the process died mid-test)
+            return render_to_string(FRAGMENT_TEMPLATE, {"problem": obj.summary})
+        # Step labels in the reader's language; hints stay in the language of the run.
+        steps = [
+            {**step, "label": STEP_LABELS.get(step.get("name"), step.get("label", ""))}
+            for step in obj.report["steps"]
+        ]
+        context = {
+            "report": {**obj.report, "steps": steps},
+            "failed": next((step for step in steps if step["status"] == "failed"), None),
+            "recipient": obj.recipient,
+        }
+        return render_to_string(FRAGMENT_TEMPLATE, context)
 
 
 @admin.register(Notification)

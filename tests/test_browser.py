@@ -1,38 +1,105 @@
-"""The administrator's flows in a real browser: presets, the write-only password, the log."""
+"""The administrator's flows in a real browser: presets, the write-only password, Send test email,
+the delivery log, the keyboard, and the page in Chinese. Screenshots land in docs/screenshots/."""
 
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 from playwright.sync_api import expect
 
-from notifications.models import SmtpSettings
+import notifications
+from notifications import services
+from notifications.models import Notification, SmtpSettings, Status
+from tests.browser import login
+from tests.smtpserver import PASSWORD, USERNAME
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 SETTINGS_URL = "/admin/notifications/smtpsettings/1/change/"
+LOG_URL = "/admin/notifications/notification/"
 
 
-def test_preset_fills_the_server_and_shows_the_provider_note_then_password_stays_hidden(
-    admin_page,
+def screenshot(page, name: str, *, element: str = "") -> None:
+    """The whole page, or one element of it, from the top (the admin's sidebar is sticky)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    if element:
+        page.locator(element).screenshot(path=str(SCREENSHOTS / name))
+        return
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
+
+
+def send_test_email(page) -> None:
+    page.get_by_role("button", name="Send test email").click()
+
+
+def result_heading(page):
+    return page.locator("#test-email-result-heading")
+
+
+def fill_server(page, server, smtp_pki) -> None:
+    """Point the form at the loopback STARTTLS server, trusting the test CA."""
+    page.fill("#id_host", "127.0.0.1")
+    page.fill("#id_port", str(server.port))
+    page.select_option("#id_security", "starttls")
+    page.locator("summary", has_text="Advanced security").click()
+    page.fill("#id_ca_pem", smtp_pki.ca_pem)
+
+
+def seed_a_day_of_sending() -> None:
+    """A day of outbox history for the chart: real rows, backdated across the last hours."""
+    now = timezone.now()
+    for hours_ago, sent, failed in [(20, 3, 0), (15, 6, 1), (9, 4, 0), (5, 8, 2), (2, 5, 0)]:
+        rows = notifications.notify(
+            recipients=[f"member{i}@example.com" for i in range(sent + failed)],
+            subject="Weekly digest",
+            body="…",
+        )
+        moment = now - timedelta(hours=hours_ago)
+        ids = [row.pk for row in rows]
+        Notification.objects.filter(pk__in=ids[:sent]).update(
+            status=Status.SENT, sent_at=moment, created_at=moment, attempts=1
+        )
+        Notification.objects.filter(pk__in=ids[sent:]).update(
+            status=Status.FAILED,
+            created_at=moment,
+            attempts=1,
+            last_error="[rcpt] 550 5.1.1 Mailbox unavailable. Correct the address.",
+        )
+
+
+def test_preset_password_and_test_email_as_an_administrator_does_them(
+    page_factory, admin_user, smtp_server_factory, smtp_pki
 ):
-    page = admin_page
-    page.goto("/admin/")
+    server = smtp_server_factory("starttls")
+    page = page_factory()
+    login(page, admin_user.username, "pw-for-tests")
     page.get_by_role("link", name="SMTP settings").first.click()
     expect(page).to_have_url(re.compile(r"/smtpsettings/1/change/$"))
+    expect(page.locator(".smtp-health")).to_contain_text("Not configured")
 
+    # A preset fills the server and shows the provider's note right under the select.
     page.select_option("#id_provider", "netease163")
     expect(page.locator("#id_host")).to_have_value("smtp.163.com")
     expect(page.locator("#id_port")).to_have_value("465")
     expect(page.locator("#id_security")).to_have_value("ssl")
-    expect(page.locator("#provider-note")).to_contain_text("authorization code")
+    note = page.locator(".field-provider #provider-note")
+    expect(note).to_be_visible()
+    expect(note).to_contain_text("authorization code")
+    expect(page.locator("#id_provider")).to_have_attribute("aria-describedby", "provider-note")
 
-    page.fill("#id_username", "robot@163.com")
-    page.fill("#id_password", "browser-canary-secret")
-    page.fill("#id_from_address", "站点通知 <robot@163.com>")
+    # The real provider is out of reach from a test: switch to Custom and the loopback server.
+    page.select_option("#id_provider", "custom")
+    expect(note).to_be_hidden()
+    fill_server(page, server, smtp_pki)
+    page.fill("#id_username", USERNAME)
+    page.fill("#id_password", PASSWORD)
+    page.fill("#id_from_address", "站点通知 <sender@example.com>")
     page.click("input[name=_save]")
     expect(page.locator(".messagelist")).to_contain_text("was changed successfully")
 
@@ -41,18 +108,182 @@ def test_preset_fills_the_server_and_shows_the_provider_note_then_password_stays
     expect(page.locator(".field-password_status")).to_contain_text(
         re.compile(r"A password is stored, set on .+ by root")
     )
-    assert "browser-canary-secret" not in page.content()
-    assert SmtpSettings.load().get_password() == "browser-canary-secret"
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "settings.png"), full_page=True)
+    assert PASSWORD not in page.content()
+    assert SmtpSettings.load().get_password() == PASSWORD
+
+    # Send test email: the progress shows while the server holds DATA, then every step passes.
+    server.hold_data()
+    send_test_email(page)
+    expect(page.locator("#test-email-status")).to_contain_text("Testing…")
+    expect(page.locator("#test-email-button")).to_be_disabled()
+    server.release_data()
+    expect(result_heading(page)).to_contain_text("Delivered to the server, for root@example.com")
+    expect(result_heading(page)).to_be_focused()
+    steps = page.locator(".test-step")
+    expect(page.locator(".test-step-ok .test-step-icon").first).to_have_text("✓")
+    expect(page.locator(".test-step-ok")).to_have_count(steps.count())
+    assert len(server.messages) == 1
+
+    # A wrong password, typed and tested (not saved): the failing step and what to do.
+    page.fill("#id_password", "not-the-password")
+    send_test_email(page)
+    expect(result_heading(page)).to_contain_text("Failed at Login (AUTH)")
+    expect(page.locator(".test-email-hint")).to_contain_text("Check the username and password.")
+    expect(page.locator(".test-step-failed")).to_contain_text("535")
+    screenshot(page, "test-failed.png", element="fieldset.test-email")
+    assert SmtpSettings.load().get_password() == PASSWORD
+
+    # The panel now reports the last test, linking to its stored report.
+    page.reload()
+    last_test = page.locator(".smtp-fact", has_text="Last test")
+    expect(last_test).to_contain_text("Failed at Login (AUTH)")
+    last_test.get_by_role("link", name="View the report").click()
+    expect(page.locator("#test-email-result-heading")).to_contain_text("Failed at Login (AUTH)")
 
 
-def test_a_bad_value_is_explained_next_to_its_field(admin_page):
+def test_delivery_log_shows_sent_and_failed_rows_and_retry_now_resends(
+    admin_page, configure_smtp, plain_smtp_server
+):
+    configure_smtp(plain_smtp_server)
+    notifications.notify(recipients="member@example.com", subject="Welcome", body="Hello")
+    services.deliver()
+    plain_smtp_server.queue_replies("RCPT", "550 5.1.1 <gone@example.com>: no such user")
+    notifications.notify(recipients="gone@example.com", subject="Welcome", body="Hello")
+    services.deliver()
+
+    page = admin_page
+    page.set_viewport_size({"width": 1440, "height": 640})
+    page.goto("/admin/")
+    page.get_by_role("link", name="Delivery log").click()
+    page.get_by_role("button", name="Toggle navigation").click()  # room for every column
+    rows = page.locator("#result_list tbody tr")
+    expect(rows).to_have_count(2)
+    sent = rows.filter(has_text="member@example.com")
+    failed = rows.filter(has_text="gone@example.com")
+    expect(sent.locator(".field-status")).to_have_text("sent")
+    expect(failed.locator(".field-status")).to_have_text("failed")
+    expect(failed.locator(".field-error")).to_contain_text("550 5.1.1")
+    screenshot(page, "delivery-log.png")
+
+    failed.locator("input.action-select").check()
+    page.select_option("select[name=action]", "retry_now")
+    page.get_by_role("button", name="Go").click()
+    expect(page.locator(".messagelist")).to_contain_text("1 notification queued to retry now.")
+    expect(failed.locator(".field-status")).to_have_text("queued")
+
+    services.deliver()  # the worker's part; the server now accepts the address
+    page.reload()
+    expect(rows.filter(has_text="gone@example.com").locator(".field-status")).to_have_text("sent")
+    assert sorted(m.rcpt_tos[0] for m in plain_smtp_server.messages) == [
+        "gone@example.com",
+        "member@example.com",
+    ]
+
+
+def test_health_panel_reads_the_outbox_and_warns(admin_page, configure_smtp, plain_smtp_server):
+    configure_smtp(plain_smtp_server, username="robot@163.com", password="code", provider="")
+    seed_a_day_of_sending()
+    notifications.notify(recipients=["late@example.com"], subject="Queued", body="b")
+    services.record_heartbeat(name="celery@web1", started_at=timezone.now(), concurrency=4)
+
     page = admin_page
     page.goto(SETTINGS_URL)
-    page.fill("#id_host", "smtp.example.com")
-    page.fill("#id_port", "465")
-    page.select_option("#id_security", "starttls")
-    page.fill("#id_from_address", "robot@example.com")
-    page.click("input[name=_save]")
-    expect(page.locator(".errorlist")).to_contain_text("Port 465 expects implicit TLS")
+    panel = page.locator(".smtp-health")
+    expect(panel.locator(".smtp-chart-caption")).to_contain_text("26 sent")
+    expect(panel.locator(".smtp-chart-caption")).to_contain_text("3 failed")
+    expect(panel.locator(".smtp-fact", has_text="Queue")).to_contain_text("1 waiting")
+    expect(panel.locator(".smtp-fact", has_text="Workers")).to_contain_text("1 alive")
+    expect(panel.locator(".smtp-chart-svg")).to_have_attribute("role", "img")
+    # Plaintext login on a 163 login sending as example.com: two warnings, each linked to its field.
+    warnings = panel.locator(".smtp-warning")
+    expect(warnings).to_have_count(2)
+    expect(warnings.first).to_contain_text("Plaintext login is allowed")
+    expect(warnings.nth(1)).to_contain_text("553 sender rejected")
+    warnings.nth(1).get_by_role("link", name="Go to the setting").click()
+    expect(page).to_have_url(re.compile(r"#id_from_address$"))
+    page.goto(SETTINGS_URL)
+    screenshot(page, "settings.png")
+
+
+def tab_to(page, selector: str, *, limit: int = 80) -> None:
+    """Press Tab until ``selector`` has the focus: proves it is reachable by keyboard."""
+    for _ in range(limit):
+        if page.evaluate("(s) => document.activeElement.matches(s)", selector):
+            return
+        page.keyboard.press("Tab")
+    raise AssertionError(f"{selector} was not reached with {limit} presses of Tab")
+
+
+def focus_is_visible(page) -> bool:
+    return page.evaluate(
+        """() => {
+            const el = document.activeElement, style = getComputedStyle(el);
+            return el.matches(':focus-visible')
+                && (style.outlineStyle !== 'none' || style.boxShadow !== 'none');
+        }"""
+    )
+
+
+def test_keyboard_alone_fills_the_form_saves_and_runs_the_test(
+    admin_page, smtp_server_factory, smtp_pki
+):
+    server = smtp_server_factory("none")
+    page = admin_page
+    page.goto(SETTINGS_URL)
+
+    tab_to(page, "#id_provider")
+    assert focus_is_visible(page)
+    page.keyboard.press("End")  # the last preset: Custom
+    expect(page.locator("#id_provider")).to_have_value("custom")
+    page.keyboard.press("Tab")
+    page.keyboard.type("127.0.0.1")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Control+A")
+    page.keyboard.type(str(server.port))
+    tab_to(page, "#id_security")
+    page.keyboard.press("End")  # None (plaintext)
+    expect(page.locator("#id_security")).to_have_value("none")
+    tab_to(page, "#id_from_address")
+    page.keyboard.type("Site <noreply@example.com>")
+    page.keyboard.press("Enter")  # Enter in a field saves the settings
+    expect(page.locator(".messagelist")).to_contain_text("was changed successfully")
+
+    tab_to(page, "#test-email-button")
+    assert focus_is_visible(page)
+    page.keyboard.press("Space")
+    expect(result_heading(page)).to_contain_text("Delivered to the server")
+    expect(result_heading(page)).to_be_focused()
+
+    # Enter in the recipient field runs the test too, rather than saving the form.
+    page.focus("#id_test-to")
+    page.keyboard.press("Control+A")
+    page.keyboard.type("someone@example.com")
+    page.keyboard.press("Enter")
+    expect(result_heading(page)).to_contain_text("someone@example.com")
+    expect(result_heading(page)).to_be_focused()
+    assert [m.rcpt_tos for m in server.messages] == [
+        ("root@example.com",),
+        ("someone@example.com",),
+    ]
+
+
+def test_a_chinese_browser_gets_the_page_and_the_failure_hint_in_chinese(
+    page_factory, admin_user, configure_smtp, smtp_server_factory, smtp_pki
+):
+    server = smtp_server_factory("starttls")
+    configure_smtp(server, pki=smtp_pki, username=USERNAME, password=PASSWORD, provider="qq")
+    page = page_factory(locale="zh-CN")
+    login(page, admin_user.username, "pw-for-tests")
+    page.goto(SETTINGS_URL)
+
+    expect(page.locator("html")).to_have_attribute("lang", "zh-hans")
+    expect(page.locator(".smtp-health-heading")).to_have_text("运行状况")
+    expect(page.locator("label[for=id_host]")).to_contain_text("服务器地址")
+    expect(page.locator("#provider-note")).to_contain_text("授权码")
+    expect(page.locator(".field-password_status")).to_contain_text("已保存密码")
+
+    page.fill("#id_password", "not-the-password")
+    page.get_by_role("button", name="发送测试邮件").click()
+    expect(result_heading(page)).to_contain_text("登录（AUTH）")
+    expect(page.locator(".test-email-hint")).to_contain_text("请检查用户名和密码")
+    screenshot(page, "settings-zh.png")

@@ -7,6 +7,10 @@ document.addEventListener("DOMContentLoaded", () => {
   const note = document.getElementById("provider-note");
   if (!select) return;
 
+  // Right under the select it describes, and announced with it.
+  select.closest(".flex-container").after(note);
+  select.setAttribute("aria-describedby", note.id);
+
   function showNote(provider) {
     note.textContent = provider && provider.note ? provider.note : "";
     note.hidden = !note.textContent;

@@ -1,0 +1,304 @@
+"""The settings page's health panel: numbers from the outbox, test runs and worker heartbeats, and
+warnings about the stored settings. Read-only: a handful of aggregate queries per page view."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from django.core.exceptions import ValidationError
+from django.db.models import Case, Count, DateTimeField, F, Max, Min, Q, When
+from django.db.models.functions import TruncHour
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
+
+from notifications import services
+from notifications.models import Notification, SmtpSettings, Status, TestRun, WorkerHeartbeat
+from notifications.providers import provider_for_host
+from notifications.validators import parse_from_address
+
+CHART_HOURS = 24
+#: Past this age the panel asks for a new password ("change the SMTP password regularly").
+PASSWORD_MAX_AGE = timedelta(days=180)
+WAITING = (Status.QUEUED, Status.SENDING)
+
+# The chart's geometry in SVG user units; the template scales the whole drawing.
+BAR_WIDTH = 10
+BAR_GAP = 3
+BAR_AREA_HEIGHT = 60
+
+
+@dataclass(frozen=True)
+class Hour:
+    """One hour of the chart, starting at ``start`` (on the hour in the active time zone)."""
+
+    start: datetime
+    sent: int = 0
+    failed: int = 0
+
+
+@dataclass(frozen=True)
+class Bar:
+    """Where the template draws one hour: sent from the baseline up, failed stacked above it."""
+
+    hour: Hour
+    x: int
+    sent_height: int
+    failed_height: int
+
+    @property
+    def sent_y(self) -> int:
+        return BAR_AREA_HEIGHT - self.sent_height
+
+    @property
+    def failed_y(self) -> int:
+        return self.sent_y - self.failed_height
+
+
+@dataclass(frozen=True)
+class Chart:
+    hours: tuple[Hour, ...]
+    bar_width: int = BAR_WIDTH
+    height: int = BAR_AREA_HEIGHT
+
+    @property
+    def sent(self) -> int:
+        return sum(hour.sent for hour in self.hours)
+
+    @property
+    def failed(self) -> int:
+        return sum(hour.failed for hour in self.hours)
+
+    @property
+    def width(self) -> int:
+        return len(self.hours) * (BAR_WIDTH + BAR_GAP) - BAR_GAP
+
+    def bars(self) -> list[Bar]:
+        """Bars scaled to the busiest hour; any hour with a message gets at least 2 units, so a
+        single failure among hundreds of sends stays visible."""
+        peak = max((hour.sent + hour.failed for hour in self.hours), default=0) or 1
+
+        def scale(count: int) -> int:
+            return max(2, round(count * BAR_AREA_HEIGHT / peak)) if count else 0
+
+        return [
+            Bar(hour, index * (BAR_WIDTH + BAR_GAP), scale(hour.sent), scale(hour.failed))
+            for index, hour in enumerate(self.hours)
+        ]
+
+
+@dataclass(frozen=True)
+class Outbox:
+    waiting: int  # queued or being sent
+    oldest_queued_at: datetime | None
+    last_sent_at: datetime | None
+    last_error: Notification | None  # the latest waiting or failed row that has an error
+
+
+@dataclass(frozen=True)
+class Workers:
+    alive: int
+    last_seen: datetime | None  # the latest heartbeat of any worker, alive or gone
+
+
+@dataclass(frozen=True)
+class HealthWarning:
+    """Something the administrator should act on; ``field`` names the form field it is about."""
+
+    message: str
+    field: str = ""
+
+
+@dataclass(frozen=True)
+class Health:
+    now: datetime
+    settings: SmtpSettings
+    last_test: TestRun | None
+    outbox: Outbox
+    chart: Chart
+    workers: Workers
+    warnings: list[HealthWarning] = field(default_factory=list)
+
+    @property
+    def just_now(self) -> datetime:
+        """Moments after this read "just now" rather than "0 minutes ago"."""
+        return self.now - timedelta(minutes=1)
+
+
+def health(*, settings: SmtpSettings, now: datetime | None = None) -> Health:
+    """Everything the panel shows, for the stored ``settings``."""
+    now = now or timezone.now()
+    workers = worker_summary()
+    return Health(
+        now=now,
+        settings=settings,
+        last_test=TestRun.objects.select_related("created_by").first(),
+        outbox=outbox_summary(),
+        chart=hourly_chart(now=now),
+        workers=workers,
+        warnings=warnings(settings=settings, workers=workers, now=now),
+    )
+
+
+def outbox_summary() -> Outbox:
+    totals = Notification.objects.aggregate(
+        waiting=Count("pk", filter=Q(status__in=WAITING)),
+        oldest_queued_at=Min("created_at", filter=Q(status=Status.QUEUED)),
+        last_sent_at=Max("sent_at"),
+    )
+    last_error = (
+        Notification.objects.filter(status__in=[Status.QUEUED, Status.FAILED])
+        .exclude(last_error="")
+        .only("pk", "status", "last_error", "created_at")
+        .first()
+    )
+    return Outbox(**totals, last_error=last_error)
+
+
+def hourly_chart(*, now: datetime, hours: int = CHART_HOURS) -> Chart:
+    """Sent and failed notifications per hour over the last ``hours`` hours, the current one last.
+
+    Hours are truncated in the active time zone, so they line up with the clock the administrator
+    reads even in zones a half hour off UTC. A sent row counts at ``sent_at``; a failed row, which
+    records no failure time, at ``created_at`` (failures come within MAX_AGE of it anyway).
+    """
+    current = timezone.localtime(now).replace(minute=0, second=0, microsecond=0)
+    # Step back in absolute hours (UTC) so a DST change neither skips nor repeats a bar.
+    starts = [
+        timezone.localtime(current.astimezone(UTC) - timedelta(hours=back))
+        for back in range(hours - 1, -1, -1)
+    ]
+    moment = Case(
+        When(status=Status.SENT, then=F("sent_at")),
+        default=F("created_at"),
+        output_field=DateTimeField(),
+    )
+    rows = (
+        Notification.objects.filter(
+            Q(status=Status.SENT, sent_at__gte=starts[0])
+            | Q(status=Status.FAILED, created_at__gte=starts[0])
+        )
+        .annotate(hour=TruncHour(moment))
+        .values("hour", "status")
+        .annotate(count=Count("pk"))
+        .order_by()
+    )
+    counts = {(row["hour"], row["status"]): row["count"] for row in rows}
+    return Chart(
+        tuple(
+            Hour(
+                start,
+                sent=counts.get((start, Status.SENT), 0),
+                failed=counts.get((start, Status.FAILED), 0),
+            )
+            for start in starts
+        )
+    )
+
+
+def worker_summary() -> Workers:
+    return Workers(
+        alive=services.live_workers().count(),
+        last_seen=WorkerHeartbeat.objects.aggregate(last=Max("last_seen"))["last"],
+    )
+
+
+def warnings(*, settings: SmtpSettings, workers: Workers, now: datetime) -> list[HealthWarning]:
+    """What needs attention, most urgent first: no worker, then risks in the stored settings."""
+    found = [_worker_warning(workers, now)]
+    if settings.skip_verify:
+        found.append(
+            HealthWarning(
+                _(
+                    "Skip Verify is on (insecure): certificate verification is skipped, so "
+                    "anyone between this site and the server can read the password and the mail. "
+                    "Add the server's CA under “extra trusted CA” instead."
+                ),
+                "skip_verify",
+            )
+        )
+    if settings.allow_plaintext_login:
+        found.append(
+            HealthWarning(
+                _(
+                    "Plaintext login is allowed: with Security set to None the username and "
+                    "password cross the network unencrypted. Keep it for a trusted relay on a "
+                    "private network only."
+                ),
+                "allow_plaintext_login",
+            )
+        )
+    found += [_password_age_warning(settings, now), _office365_warning(settings)]
+    found.append(_sender_domain_warning(settings))
+    return [warning for warning in found if warning is not None]
+
+
+def _worker_warning(workers: Workers, now: datetime) -> HealthWarning | None:
+    if workers.alive:
+        return None
+    if workers.last_seen is None:
+        return HealthWarning(
+            _("No worker has reported yet: nothing will be sent until a Celery worker runs.")
+        )
+    minutes = max(1, int((now - workers.last_seen).total_seconds() // 60))
+    return HealthWarning(
+        ngettext(
+            "No worker has reported in %(minutes)d minute: nothing will be sent.",
+            "No worker has reported in %(minutes)d minutes: nothing will be sent.",
+            minutes,
+        )
+        % {"minutes": minutes}
+    )
+
+
+def _password_age_warning(settings: SmtpSettings, now: datetime) -> HealthWarning | None:
+    changed = settings.password_changed_at
+    if not settings.has_password or changed is None or now - changed < PASSWORD_MAX_AGE:
+        return None
+    days = (now - changed).days
+    return HealthWarning(
+        ngettext(
+            "The SMTP password was set %(days)d day ago: change the SMTP password regularly.",
+            "The SMTP password was set %(days)d days ago: change the SMTP password regularly.",
+            days,
+        )
+        % {"days": days},
+        "password",
+    )
+
+
+def _office365_warning(settings: SmtpSettings) -> HealthWarning | None:
+    provider = provider_for_host(settings.host)
+    if settings.provider != "office365" and (provider is None or provider.key != "office365"):
+        return None
+    return HealthWarning(
+        _(
+            "Microsoft is retiring basic authentication (username and password) for SMTP AUTH "
+            "in Outlook / Office 365. Plan for it: OAuth, an SMTP relay connector, or another "
+            "provider."
+        ),
+        "host",
+    )
+
+
+def _sender_domain_warning(settings: SmtpSettings) -> HealthWarning | None:
+    """From's domain differs from the login's: servers often refuse it (553 sender rejected)."""
+    _local, at, login_domain = settings.username.rpartition("@")
+    if not at or not settings.from_address:
+        return None
+    try:
+        from_domain = parse_from_address(settings.from_address).domain
+    except ValidationError:
+        return None
+    if from_domain.lower().rstrip(".") == login_domain.lower().rstrip("."):
+        return None
+    return HealthWarning(
+        _(
+            "The From address's domain (%(from_domain)s) differs from the login's "
+            "(%(login_domain)s): many servers refuse such mail with “553 sender rejected”. Send "
+            "from an address the login may use."
+        )
+        % {"from_domain": from_domain, "login_domain": login_domain},
+        "from_address",
+    )
