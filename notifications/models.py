@@ -301,6 +301,9 @@ class Notification(models.Model):
             # The workers' queries: what is due, and which leases have expired.
             models.Index(fields=["status", "next_attempt_at"], name="notif_due_idx"),
             models.Index(fields=["status", "claimed_until"], name="notif_lease_idx"),
+            # The settings page's health panel: last send, and the 24-hour chart.
+            models.Index(fields=["status", "sent_at"], name="notif_sent_idx"),
+            models.Index(fields=["status", "created_at"], name="notif_created_idx"),
         ]
         constraints = [
             models.UniqueConstraint(
