@@ -31,13 +31,14 @@ format: install-dev
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-# The suite runs on SQLite, then again on PostgreSQL (the browser tests once is enough).
+# The suite runs on SQLite, then again on PostgreSQL (the browser and production-like smoke
+# tests once is enough).
 TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/notifications
 export TEST_POSTGRES_URL
 
 test: install-dev lint
 	$(PY) -m pytest $(PYTEST_ARGS)
-	DATABASE_URL=$(TEST_POSTGRES_URL) $(PY) -m pytest -m "not browser" $(PYTEST_ARGS)
+	DATABASE_URL=$(TEST_POSTGRES_URL) $(PY) -m pytest -m "not browser and not production" $(PYTEST_ARGS)
 
 # After changing user-facing strings: refresh the Chinese catalogue, translate, then compile.
 messages: install-dev

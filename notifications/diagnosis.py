@@ -11,6 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
+from django.views.decorators.debug import sensitive_variables
 
 from notifications import conf
 from notifications.exceptions import NotificationsError
@@ -37,6 +38,7 @@ class RateLimited(NotificationsError):
         self.retry_after = retry_after
 
 
+@sensitive_variables("password", "config")
 def run_test(
     *,
     settings: SmtpSettings,

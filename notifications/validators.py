@@ -26,6 +26,33 @@ def validate_no_control_characters(value: str) -> None:
         )
 
 
+#: Besides CR and LF, what Python's email package treats as line breaks (str.splitlines) when it
+#: writes a header: it refuses to build a message holding one, so refuse them on the way in.
+_HEADER_BREAKS = {
+    "\x0b": "VT",
+    "\x0c": "FF",
+    "\x1c": "FS",
+    "\x1d": "GS",
+    "\x1e": "RS",
+    "\x85": "NEL",
+    "\u2028": "LS",
+    "\u2029": "PS",
+}
+
+
+def validate_header_text(value: str) -> None:
+    """Text for a mail header: no line break of any kind and no other control character."""
+    validate_no_control_characters(value)
+    text = str(value)
+    found = [name for char, name in _HEADER_BREAKS.items() if char in text]
+    if found or any((ord(char) < 32 and char != "\t") or ord(char) == 127 for char in text):
+        raise ValidationError(
+            _("Remove the line break or control character (%(found)s): it is not allowed here."),
+            code="control_characters",
+            params={"found": ", ".join(found) or _("control character")},
+        )
+
+
 def validate_host(value: str) -> None:
     """A host name (letters, digits, hyphens, dots) or an IPv4/IPv6 address."""
     validate_no_control_characters(value)
@@ -67,7 +94,7 @@ def parse_from_address(value: str) -> Address:
 
     Raises ValidationError with the fix when the value is neither.
     """
-    validate_no_control_characters(value)
+    validate_header_text(value)
     error = ValidationError(
         _(
             "Enter the sender as name@example.com or Display Name <name@example.com>; "

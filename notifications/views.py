@@ -10,8 +10,10 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils.decorators import method_decorator
 from django.utils.translation import gettext as _
 from django.views import View
+from django.views.decorators.debug import sensitive_post_parameters
 
 from notifications import diagnosis
 from notifications.exceptions import NotificationsError
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
 FRAGMENT_TEMPLATE = "admin/notifications/smtpsettings/test_result.html"
 
 
+# The POST carries a typed password: Django's error reports must not show it.
+@method_decorator(sensitive_post_parameters("password"), name="dispatch")
 class SendTestEmailView(View):
     """POST the settings page's form here to test its values without saving them.
 

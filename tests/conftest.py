@@ -83,3 +83,13 @@ def configure_smtp():
         return record
 
     return configure
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Deselect (not skip) the tests that need the suite's database to be PostgreSQL."""
+    if os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
+        return
+    keep = [item for item in items if "postgres_database" not in item.keywords]
+    if len(keep) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in keep])
+        items[:] = keep

@@ -48,14 +48,9 @@ ADMIN_USERNAME = "smoke-admin"
 RECIPIENT = "smoke@example.com"
 
 pytestmark = [
-    pytest.mark.postgres,
-    pytest.mark.redis,
-    # It never uses the suite's database, so one of the suite's two passes is enough.
-    pytest.mark.skipif(
-        os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")),
-        reason="the production smoke test runs once, in the first pass (it makes its own "
-        "PostgreSQL database)",
-    ),
+    # It never uses the suite's database (it makes a PostgreSQL database of its own), so the
+    # Makefile runs it in the first of the suite's two passes only.
+    pytest.mark.production,
 ]
 
 
