@@ -17,6 +17,11 @@ DEFAULTS: dict[str, Any] = {
     "LEASE_SECONDS": 300,
     # Most messages one worker sends over one SMTP session before it reconnects.
     "MESSAGES_PER_SESSION": 100,
+    # How many due rows a worker claims in one round trip (it sends them over its session).
+    "CLAIM_BATCH": 10,
+    # How often a sending worker re-reads the settings (version, Batch, pause) and renews its
+    # slot's lease: a change applies to sends starting after at most this long.
+    "SETTINGS_CHECK_SECONDS": 0.2,
     # How long one task keeps draining the outbox before it hands over to the next task.
     "DRAIN_SECONDS": 60,
     # Retry policy for temporary failures: exponential backoff with jitter, bounded.

@@ -22,6 +22,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from notifications import conf
 from notifications.exceptions import (
@@ -46,6 +47,7 @@ from notifications.signals import (
 )
 from notifications.validators import (
     parse_from_address,
+    validate_header_text,
     validate_no_control_characters,
     validate_recipient,
 )
@@ -67,6 +69,7 @@ AUDITED_FIELDS = (
 )
 
 
+@sensitive_variables("new_password")
 def save_settings(
     settings: SmtpSettings,
     *,
@@ -169,38 +172,49 @@ def notify(
         _require_text("idempotency_key", idempotency_key, allow_empty=False, max_length=200)
     clean_headers = _clean_headers(headers or {})
 
-    created: list[Notification] = []
-    result: list[Notification] = []
-    with transaction.atomic():
-        for address in addresses:
-            row = Notification(
-                recipient=address,
-                subject=subject,
-                body=body,
-                html_body=html_body or "",
-                reply_to=reply_to or "",
-                headers=clean_headers,
-                idempotency_key=idempotency_key,
-                source=source[:200],
-            )
-            existing = _existing(idempotency_key, address)
-            if existing is None:
-                try:
-                    with transaction.atomic():
-                        row.save()
-                except IntegrityError:  # a concurrent call with the same key won the race
-                    existing = _existing(idempotency_key, address)
-                    if existing is None:
-                        raise
-            if existing is not None:
-                result.append(existing)
-            else:
-                created.append(row)
-                result.append(row)
+    rows = [
+        Notification(
+            recipient=address,
+            subject=subject,
+            body=body,
+            html_body=html_body or "",
+            reply_to=reply_to or "",
+            headers=clean_headers,
+            idempotency_key=idempotency_key,
+            source=source[:200],
+        )
+        for address in addresses
+    ]
+    with transaction.atomic(savepoint=False):
+        if idempotency_key is None:
+            created = Notification.objects.bulk_create(rows)
+            result = created
+        else:
+            created, result = _create_once(rows)
         if created:
             ids = [row.pk for row in created]
             transaction.on_commit(lambda: enqueue(ids), robust=True)
     return result
+
+
+def _create_once(rows: list[Notification]) -> tuple[list[Notification], list[Notification]]:
+    """Create each keyed row unless it exists; (the created rows, the rows to return)."""
+    created: list[Notification] = []
+    result: list[Notification] = []
+    for row in rows:
+        existing = _existing(row.idempotency_key, row.recipient)
+        if existing is None:
+            try:
+                with transaction.atomic():  # only the key's unique constraint needs a savepoint
+                    row.save()
+            except IntegrityError:  # a concurrent call with the same key won the race
+                existing = _existing(row.idempotency_key, row.recipient)
+                if existing is None:
+                    raise
+        if existing is None:
+            created.append(row)
+        result.append(existing or row)
+    return created, result
 
 
 #: The keywords of the public contract (the ``notify`` signal and ``notifications.notify``).
@@ -262,7 +276,9 @@ def _require_text(
         raise InvalidNotification(f"{name} contains a NUL character: remove it.")
     if max_length is not None and len(value) > max_length:
         raise InvalidNotification(f"{name} is {len(value)} characters; at most {max_length}.")
-    if name in {"subject", "reply_to", "idempotency_key"}:
+    if name in {"subject", "reply_to"}:
+        _validate(name, validate_header_text, value)
+    elif name == "idempotency_key":
         _validate(name, validate_no_control_characters, value)
 
 
@@ -302,9 +318,10 @@ def _clean_headers(headers: dict) -> dict[str, str]:
             raise InvalidNotification("Header names and values must be strings.")
         if name.lower() in RESERVED_HEADERS:
             raise InvalidNotification(f"The {name} header is set by the outbox; remove it.")
-        if not name or any(c.isspace() or c == ":" or ord(c) > 126 for c in name):
+        # RFC 5322 field names: printable US-ASCII but the colon (33-126), so never NUL or CR/LF.
+        if not name or any(not 33 <= ord(c) <= 126 or c == ":" for c in name):
             raise InvalidNotification(f"{name!r} is not a valid header name.")
-        _validate(f"header {name}", validate_no_control_characters, value)
+        _validate(f"header {name}", validate_header_text, value)
         clean[name] = value
     return clean
 
@@ -355,47 +372,58 @@ def _lease_end():
     return timezone.now() + timedelta(seconds=conf.get("LEASE_SECONDS"))
 
 
-def claim(notification_id: int, token: str) -> Notification | None:
-    """Take the row if it is due; the returned row carries ``token``, which records the outcome."""
-    updated = (
-        Notification.objects.filter(pk=notification_id)
-        .filter(_due(timezone.now()))
-        .update(
-            status=Status.SENDING,
-            claim_token=token,
-            claimed_until=_lease_end(),
-            attempts=F("attempts") + 1,
+def claim_batch(token: str, *, limit: int) -> list[Notification]:
+    """Claim up to ``limit`` of the oldest due rows in one transaction; they carry ``token``.
+
+    On PostgreSQL, SKIP LOCKED lets workers claim side by side without waiting on each other;
+    SQLite takes the write lock at BEGIN (IMMEDIATE), so the select and update are atomic there.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        ids = list(
+            Notification.objects.select_for_update(skip_locked=True)
+            .filter(_due(now))
+            .order_by("next_attempt_at", "id")
+            .values_list("id", flat=True)[:limit]
         )
+        if not ids:
+            return []
+        Notification.objects.filter(pk__in=ids).update(
+            status=Status.SENDING, claim_token=token, claimed_until=_lease_end()
+        )
+    rows = Notification.objects.filter(pk__in=ids, claim_token=token).order_by(
+        "next_attempt_at", "id"
     )
-    if not updated:
-        return None
-    return Notification.objects.get(pk=notification_id)
+    return [row for row in rows if not _crashed_too_often(row, token)]
 
 
-def claim_next(token: str, *, prefer: int | None = None) -> Notification | None:
-    """Claim ``prefer`` if it is due, else one of the oldest due rows."""
-    if prefer is not None and (row := claim(prefer, token)):
-        if not _crashed_too_often(row, token):
-            return row
-    candidates = list(
-        Notification.objects.filter(_due(timezone.now()))
-        .order_by("next_attempt_at", "id")
-        .values_list("id", flat=True)[:16]
-    )
-    # Workers racing for the oldest rows would mostly collide; a shuffle spreads them out.
-    random.shuffle(candidates)
-    for candidate in candidates:
-        if (row := claim(candidate, token)) and not _crashed_too_often(row, token):
-            return row
-    return None
+def _unclaim(rows: list[Notification], token: str) -> None:
+    """Give back rows claimed but not attempted (the session ended first)."""
+    if rows:
+        Notification.objects.filter(
+            pk__in=[row.pk for row in rows], claim_token=token, status=Status.SENDING
+        ).update(status=Status.QUEUED, claim_token="", claimed_until=None)
+
+
+def _start_attempt(row: Notification, token: str) -> None:
+    """Count the attempt before sending, so one that never ends (its worker died) still counts.
+
+    Counted per row at send time, not at claim time: rows claimed alongside one that kills its
+    worker must not pay for it.
+    """
+    _owned(row, token).update(attempts=F("attempts") + 1)
+    row.attempts += 1
 
 
 def _crashed_too_often(row: Notification, token: str) -> bool:
-    """A row claimed more often than MAX_ATTEMPTS never got an outcome: its sends kill workers."""
-    if row.attempts <= conf.get("MAX_ATTEMPTS"):
+    """A due row whose attempts reached MAX_ATTEMPTS never got an outcome: its sends kill workers.
+
+    (An attempt that ends records an outcome, and the last one a final failure.)
+    """
+    if row.attempts < conf.get("MAX_ATTEMPTS"):
         return False
     reason = (
-        f"Gave up after {row.attempts - 1} attempts that never finished: the worker stopped "
+        f"Gave up after {row.attempts} attempts that never finished: the worker stopped "
         "while sending this message each time. Check the worker logs."
     )
     _give_up(row, _owned(row, token), reason, settings_version=None)
@@ -404,24 +432,22 @@ def _crashed_too_often(row: Notification, token: str) -> bool:
 
 def acquire_slot(token: str, batch: int) -> int | None:
     """Lease one of the first ``batch`` send slots, or None when all of them are taken."""
-    for _attempt in range(2):
-        now = timezone.now()
-        free = Q(expires_at__isnull=True) | Q(expires_at__lt=now)
-        numbers = list(
-            SendSlot.objects.filter(free, number__lte=batch).values_list("number", flat=True)
-        )
-        random.shuffle(numbers)
-        for number in numbers:
-            if SendSlot.objects.filter(free, number=number).update(
-                token=token, holder=_holder(), expires_at=_lease_end()
-            ):
-                return number
-        if SendSlot.objects.filter(number__lte=batch).count() >= batch:
-            return None
-        # The slots were flushed (a test database) or never made: make them and look again.
+    now = timezone.now()
+    slots = list(SendSlot.objects.filter(number__lte=batch).values_list("number", "expires_at"))
+    if len(slots) < batch:
+        # The slots were flushed (a test database) or Batch outgrew them: make the missing ones.
         SendSlot.objects.bulk_create(
             [SendSlot(number=n) for n in range(1, batch + 1)], ignore_conflicts=True
         )
+        slots = list(SendSlot.objects.filter(number__lte=batch).values_list("number", "expires_at"))
+    free = [number for number, expires_at in slots if expires_at is None or expires_at < now]
+    random.shuffle(free)
+    for number in free:
+        taken = SendSlot.objects.filter(number=number).filter(
+            Q(expires_at__isnull=True) | Q(expires_at__lt=now)
+        )
+        if taken.update(token=token, holder=_holder(), expires_at=_lease_end()):
+            return number
     return None
 
 
@@ -445,53 +471,63 @@ def deliver(*, prefer: int | None = None) -> int:
 
     Holds at most one slot at a time, so at most Batch of these run SMTP sessions at once. After
     giving its slot back it looks again, so a row whose own task found every slot taken is never
-    left waiting for the sweeper.
+    left waiting for the sweeper. ``prefer`` is the row this task was enqueued for: when another
+    worker already took it, there is nothing to do (the cheap, common case under load).
     """
+    if prefer is not None and not _is_due(prefer):
+        return 0
     sent = 0
     budget_end = time.monotonic() + conf.get("DRAIN_SECONDS")
     while time.monotonic() < budget_end:
         settings = SmtpSettings.load()
         if settings.paused_reason or not settings.is_configured:
-            return sent
-        if not Notification.objects.filter(_due(timezone.now())).exists():
-            return sent
+            break
         token = uuid.uuid4().hex
         slot = acquire_slot(token, settings.batch)
         if slot is None:
-            return sent
+            break
         try:
-            sent += _drain_over_one_session(settings, slot, token, prefer, budget_end)
+            sent += _drain_over_one_session(settings, slot, token, budget_end)
         finally:
             release_slot(slot, token)
-        prefer = None
+        if not Notification.objects.filter(_due(timezone.now())).exists():
+            break
     return sent
 
 
-def _drain_over_one_session(settings, slot: int, token: str, prefer, budget_end: float) -> int:
+def _is_due(notification_id: int) -> bool:
+    return Notification.objects.filter(_due(timezone.now()), pk=notification_id).exists()
+
+
+def _drain_over_one_session(settings, slot: int, token: str, budget_end: float) -> int:
+    """Claim due rows a few at a time and send them over one SMTP session, bounded.
+
+    The settings and the slot's lease are checked every SETTINGS_CHECK_SECONDS, not for every
+    message: a changed version, a pause, or a Batch lowered below this slot ends the session.
+    """
     from notifications.smtp import open_session
 
     sent = 0
     session = None
     config = None
+    claimed: list[Notification] = []
+    remaining = conf.get("MESSAGES_PER_SESSION")
+    next_check = 0.0
     try:
-        for _ in range(conf.get("MESSAGES_PER_SESSION")):
-            if time.monotonic() >= budget_end or not renew_slot(slot, token):
-                break
-            current = SmtpSettings.objects.filter(pk=settings.pk).values(
-                "version", "batch", "paused_reason"
-            )[0]
-            if (
-                current["version"] != settings.version
-                or current["paused_reason"]
-                or slot > current["batch"]
-            ):
-                break  # settings changed: sessions opened with the old version end here
-            row = claim_next(token, prefer=prefer)
-            prefer = None
-            if row is None:
-                break
+        while remaining > 0 and time.monotonic() < budget_end:
+            if time.monotonic() >= next_check:
+                if not _slot_still_current(settings, slot, token):
+                    break
+                next_check = time.monotonic() + conf.get("SETTINGS_CHECK_SECONDS")
+            if not claimed:
+                claimed = claim_batch(token, limit=min(remaining, conf.get("CLAIM_BATCH")))
+                if not claimed:
+                    break
+            row = claimed.pop(0)
+            remaining -= 1
             started = time.monotonic()
             error: SmtpError | None = None
+            _start_attempt(row, token)
             try:
                 config = config or settings.to_smtp_config()
                 session = session or open_session(config)
@@ -516,8 +552,21 @@ def _drain_over_one_session(settings, slot: int, token: str, prefer, budget_end:
             if isinstance(error, SmtpConfigurationError):
                 break
     finally:
+        _unclaim(claimed, token)
         _discard(session)
     return sent
+
+
+def _slot_still_current(settings, slot: int, token: str) -> bool:
+    """Renew the slot's lease; False when the settings changed or Batch no longer covers it."""
+    current = (
+        SmtpSettings.objects.filter(pk=settings.pk)
+        .values_list("version", "batch", "paused_reason")
+        .first()
+    )
+    if current is None or current[0] != settings.version or current[2] or slot > current[1]:
+        return False  # sessions opened with the old version end here
+    return renew_slot(slot, token)
 
 
 def _send_one(session, config, row: Notification) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import email.policy
+import functools
 import ipaddress
 import logging
 import smtplib
@@ -112,6 +113,7 @@ def _refuse_line_breaks(name: str, value: str) -> None:
         )
 
 
+@functools.lru_cache(maxsize=1024)  # the same From is parsed for every message
 def _parse_address(value: str, name: str) -> Address:
     """Parse ``a@b.c`` or ``Display Name <a@b.c>`` into one Address with an ASCII addr-spec."""
     _refuse_line_breaks(name, value)

@@ -250,14 +250,14 @@ def test_retry_delay_doubles_from_a_minute_to_an_hour_with_jitter():
 
 def test_only_one_of_two_racing_claims_wins():
     [row] = notifications.notify(recipients="a@example.com", subject="s", body="b")
-    assert services.claim(row.pk, "token-a") is not None
-    assert services.claim(row.pk, "token-b") is None
+    assert [r.pk for r in services.claim_batch("token-a", limit=5)] == [row.pk]
+    assert services.claim_batch("token-b", limit=5) == []
 
 
 def test_only_the_claim_owner_records_the_outcome(plain_smtp_server, configure_smtp):
     settings = configure_smtp(plain_smtp_server)
     [row] = notifications.notify(recipients="a@example.com", subject="s", body="b")
-    claimed = services.claim(row.pk, "owner")
+    [claimed] = services.claim_batch("owner", limit=1)
     services._record_sent(claimed, "intruder", settings, "<x@y>")
     row.refresh_from_db()
     assert row.status == Status.SENDING
@@ -265,20 +265,34 @@ def test_only_the_claim_owner_records_the_outcome(plain_smtp_server, configure_s
 
 def test_an_expired_claim_can_be_taken_over():
     [row] = notifications.notify(recipients="a@example.com", subject="s", body="b")
-    services.claim(row.pk, "dead-worker")
+    services.claim_batch("dead-worker", limit=1)
     Notification.objects.update(claimed_until=timezone.now() - timedelta(seconds=1))
-    assert services.claim(row.pk, "next-worker").claim_token == "next-worker"
+    [taken] = services.claim_batch("next-worker", limit=1)
+    assert taken.pk == row.pk and taken.claim_token == "next-worker"
 
 
 def test_a_row_that_kills_its_worker_every_time_fails_after_its_attempts(settings):
     settings.NOTIFICATIONS = {"MAX_ATTEMPTS": 3}
     [row] = notifications.notify(recipients="a@example.com", subject="s", body="b")
     for n in range(3):
-        assert services.claim_next(f"worker-{n}")
+        [claimed] = services.claim_batch(f"worker-{n}", limit=1)
+        services._start_attempt(claimed, f"worker-{n}")  # ... and the worker dies mid-send
         Notification.objects.update(claimed_until=timezone.now() - timedelta(seconds=1))
-    assert services.claim_next("worker-4") is None
+    assert services.claim_batch("worker-4", limit=1) == []
     row.refresh_from_db()
-    assert row.status == Status.FAILED and "never finished" in row.last_error
+    assert row.status == Status.FAILED and "Gave up after 3 attempts" in row.last_error
+
+
+def test_rows_claimed_alongside_a_crashing_one_are_not_charged_for_it(settings):
+    settings.NOTIFICATIONS = {"MAX_ATTEMPTS": 2}
+    notifications.notify(recipients=["a@example.com", "b@example.com"], subject="s", body="b")
+    for n in range(2):
+        first, _second = services.claim_batch(f"worker-{n}", limit=2)
+        services._start_attempt(first, f"worker-{n}")  # the worker dies sending the first one
+        Notification.objects.update(claimed_until=timezone.now() - timedelta(seconds=1))
+    [survivor] = services.claim_batch("worker-3", limit=2)
+    assert survivor.recipient == "b@example.com" and survivor.attempts == 0
+    assert Notification.objects.get(recipient="a@example.com").status == Status.FAILED
 
 
 def test_slots_are_capped_by_batch_and_freed_on_release_or_expiry():
@@ -311,8 +325,9 @@ def test_sent_signal_fires_and_a_broken_receiver_loses_nothing(plain_smtp_server
 
 
 def test_settings_change_ends_the_session_opened_with_the_old_version(
-    plain_smtp_server, configure_smtp
+    plain_smtp_server, configure_smtp, settings
 ):
+    settings.NOTIFICATIONS = {"SETTINGS_CHECK_SECONDS": 0}  # check before every message
     record = configure_smtp(plain_smtp_server)
     notifications.notify(recipients=["a@example.com", "b@example.com"], subject="s", body="b")
 
