@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint format install install-dev messages
+.PHONY: run test lint format install install-dev messages screenshots bench
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,3 +44,12 @@ test: install-dev lint
 messages: install-dev
 	$(PY) manage.py makemessages -l zh_Hans --no-obsolete --add-location=file --ignore='tests/*' --ignore='bench/*' --ignore='scripts/*' --ignore='var/*' --ignore='docs/*'
 	$(PY) manage.py compilemessages -l zh_Hans --ignore='.venv/*'
+
+# Rewrite the README's screenshots from the browser tests.
+screenshots: install-dev
+	UPDATE_SCREENSHOTS=1 $(PY) -m pytest -m browser $(PYTEST_ARGS)
+
+# Benchmark (issue 7): needs PostgreSQL at 127.0.0.1:5432 (user postgres) and redis-server;
+# writes docs/benchmarks.md.
+bench: install-dev
+	$(PY) -m bench $(BENCH_ARGS)
