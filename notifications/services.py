@@ -327,10 +327,16 @@ def _clean_headers(headers: dict) -> dict[str, str]:
 
 
 def enqueue(ids: Iterable[int]) -> None:
-    """Hand ids to the workers. A broker outage is logged, never raised: the sweeper catches up."""
+    """Hand ids to the workers, at most one task per free send slot.
+
+    A task is a request to drain the outbox; its id only saves work when another worker already
+    sent that row. With every slot taken no task is needed: a slot holder looks for due rows
+    again after giving its slot back, which is after this check saw the slot taken. A broker
+    outage is logged, never raised: the sweeper catches up.
+    """
     from notifications.tasks import send_notification
 
-    for notification_id in ids:
+    for notification_id in list(ids)[: free_slots()]:
         try:
             send_notification.apply_async(args=[notification_id], retry=False)
         except Exception as error:
@@ -340,6 +346,13 @@ def enqueue(ids: Iterable[int]) -> None:
                 type(error).__name__,
             )
             return
+
+
+def free_slots() -> int:
+    """How many more SMTP sessions Batch allows right now (leases that ran out count as free)."""
+    batch = SmtpSettings.objects.values_list("batch", flat=True).first() or 1
+    busy = SendSlot.objects.filter(number__lte=batch, expires_at__gt=timezone.now()).count()
+    return max(0, batch - busy)
 
 
 def kick_workers() -> None:

@@ -169,3 +169,21 @@ def test_workers_record_a_heartbeat(celery_worker_factory):
     wait_for(
         lambda: services.live_workers().get().last_seen > first, timeout=30, what="a second beat"
     )
+
+
+def test_no_task_is_enqueued_while_every_send_slot_is_taken(
+    plain_smtp_server, configure_smtp, celery_worker_factory, redis_server
+):
+    # No worker is started: the factory only points this process at the private Redis.
+    configure_smtp(plain_smtp_server, batch=2)
+    queue = redis_server.client()
+    with transaction.atomic():
+        notifications.notify(
+            recipients=[f"u{n}@example.com" for n in range(5)], subject="s", body="b"
+        )
+    assert queue.llen("celery") == 2  # one drain request per free slot, not one per row
+    services.acquire_slot("busy-1", 2)
+    services.acquire_slot("busy-2", 2)
+    with transaction.atomic():
+        notifications.notify(recipients="late@example.com", subject="s", body="b")
+    assert queue.llen("celery") == 2  # the slot holders will find it when they look again
