@@ -15,11 +15,11 @@ import socket
 import time
 import uuid
 from collections.abc import Iterable
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from datetime import timedelta
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
@@ -385,6 +385,21 @@ def _lease_end():
     return timezone.now() + timedelta(seconds=conf.get("LEASE_SECONDS"))
 
 
+@contextmanager
+def _bookkeeping():
+    """A transaction for a worker's own bookkeeping (claims, attempt counts, lease renewals).
+
+    On PostgreSQL its commit does not wait for the disk: after a database crash such a write may
+    be lost, which at worst re-sends a message (delivery is at least once) or holds a slot until
+    its lease runs out. The outcome of a send is written durably, outside this.
+    """
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        yield
+
+
 def claim_batch(token: str, *, limit: int) -> list[Notification]:
     """Claim up to ``limit`` of the oldest due rows in one transaction; they carry ``token``.
 
@@ -392,7 +407,7 @@ def claim_batch(token: str, *, limit: int) -> list[Notification]:
     SQLite takes the write lock at BEGIN (IMMEDIATE), so the select and update are atomic there.
     """
     now = timezone.now()
-    with transaction.atomic():
+    with _bookkeeping():
         ids = list(
             Notification.objects.select_for_update(skip_locked=True)
             .filter(_due(now))
@@ -413,9 +428,10 @@ def claim_batch(token: str, *, limit: int) -> list[Notification]:
 def _unclaim(rows: list[Notification], token: str) -> None:
     """Give back rows claimed but not attempted (the session ended first)."""
     if rows:
-        Notification.objects.filter(
-            pk__in=[row.pk for row in rows], claim_token=token, status=Status.SENDING
-        ).update(status=Status.QUEUED, claim_token="", claimed_until=None)
+        with _bookkeeping():
+            Notification.objects.filter(
+                pk__in=[row.pk for row in rows], claim_token=token, status=Status.SENDING
+            ).update(status=Status.QUEUED, claim_token="", claimed_until=None)
 
 
 def _start_attempt(row: Notification, token: str) -> None:
@@ -424,7 +440,8 @@ def _start_attempt(row: Notification, token: str) -> None:
     Counted per row at send time, not at claim time: rows claimed alongside one that kills its
     worker must not pay for it.
     """
-    _owned(row, token).update(attempts=F("attempts") + 1)
+    with _bookkeeping():
+        _owned(row, token).update(attempts=F("attempts") + 1)
     row.attempts += 1
 
 
@@ -465,11 +482,15 @@ def acquire_slot(token: str, batch: int) -> int | None:
 
 
 def renew_slot(number: int, token: str) -> bool:
-    return bool(SendSlot.objects.filter(number=number, token=token).update(expires_at=_lease_end()))
+    with _bookkeeping():
+        slot = SendSlot.objects.filter(number=number, token=token)
+        return bool(slot.update(expires_at=_lease_end()))
 
 
 def release_slot(number: int, token: str) -> None:
-    SendSlot.objects.filter(number=number, token=token).update(token="", holder="", expires_at=None)
+    with _bookkeeping():
+        slot = SendSlot.objects.filter(number=number, token=token)
+        slot.update(token="", holder="", expires_at=None)
 
 
 def _holder() -> str:
