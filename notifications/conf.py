@@ -22,6 +22,10 @@ DEFAULTS: dict[str, Any] = {
     # How often a sending worker re-reads the settings (version, Batch, pause) and renews its
     # slot's lease: a change applies to sends starting after at most this long.
     "SETTINGS_CHECK_SECONDS": 0.2,
+    # How long a session with nothing left to send stays open for new rows, and how often it
+    # looks for them meanwhile.
+    "SESSION_IDLE_SECONDS": 1.0,
+    "IDLE_POLL_SECONDS": 0.1,
     # How long one task keeps draining the outbox before it hands over to the next task.
     "DRAIN_SECONDS": 60,
     # Retry policy for temporary failures: exponential backoff with jitter, bounded.

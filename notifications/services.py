@@ -555,8 +555,10 @@ def _drain_over_one_session(settings, slot: int, token: str, budget_end: float) 
                 next_check = time.monotonic() + conf.get("SETTINGS_CHECK_SECONDS")
             if not claimed:
                 claimed = claim_batch(token, limit=min(remaining, conf.get("CLAIM_BATCH")))
-                if not claimed:
+                if not claimed and not (session and _more_arrive_soon(budget_end)):
                     break
+                if not claimed:
+                    continue
             row = claimed.pop(0)
             remaining -= 1
             started = time.monotonic()
@@ -591,6 +593,20 @@ def _drain_over_one_session(settings, slot: int, token: str, budget_end: float) 
     return sent
 
 
+def _more_arrive_soon(budget_end: float) -> bool:
+    """Keep an open session a moment for rows still arriving, rather than reconnecting for each.
+
+    While this worker holds its slot, notify() enqueues no task for it (see ``enqueue``), so a
+    trickle of notifications is served by the sessions already open.
+    """
+    idle_end = min(budget_end, time.monotonic() + conf.get("SESSION_IDLE_SECONDS"))
+    while time.monotonic() < idle_end:
+        time.sleep(conf.get("IDLE_POLL_SECONDS"))
+        if Notification.objects.filter(_due(timezone.now())).exists():
+            return True
+    return False
+
+
 def _slot_still_current(settings, slot: int, token: str) -> bool:
     """Renew the slot's lease; False when the settings changed or Batch no longer covers it."""
     current = (
@@ -603,20 +619,27 @@ def _slot_still_current(settings, slot: int, token: str) -> bool:
     return renew_slot(slot, token)
 
 
+def message_for(row: Notification, *, from_address: str):
+    """The email a stored notification becomes, sent from ``from_address``."""
+    from notifications.smtp import build_message
+
+    return build_message(
+        from_address=from_address,
+        to=row.recipient,
+        subject=row.subject,
+        body=row.body,
+        html_body=row.html_body or None,
+        reply_to=row.reply_to or None,
+        message_id=row.message_id or None,
+        headers=row.headers or None,
+    )
+
+
 def _send_one(session, config, row: Notification) -> str:
-    from notifications.smtp import build_message, envelope_address
+    from notifications.smtp import envelope_address
 
     try:
-        message = build_message(
-            from_address=config.from_address,
-            to=row.recipient,
-            subject=row.subject,
-            body=row.body,
-            html_body=row.html_body or None,
-            reply_to=row.reply_to or None,
-            message_id=row.message_id or None,
-            headers=row.headers or None,
-        )
+        message = message_for(row, from_address=config.from_address)
     except ValueError as error:  # this row can never become a message: no point retrying
         raise SmtpPermanentError(str(error), step="message") from None
     row.message_id = message["Message-ID"]

@@ -110,15 +110,7 @@ def wire(plain_smtp_server, configure_smtp):
 
     def send(row: Notification):
         before = len(plain_smtp_server.messages)
-        message = build_message(
-            from_address=config.from_address,
-            to=row.recipient,
-            subject=row.subject,
-            body=row.body,
-            html_body=row.html_body or None,
-            reply_to=row.reply_to or None,
-            headers=row.headers or None,
-        )
+        message = services.message_for(row, from_address=config.from_address)
         session.send(message, envelope_from=envelope_address(FROM), recipient=row.recipient)
         received = plain_smtp_server.messages[before:]
         assert len(received) == 1, "one row, one message"

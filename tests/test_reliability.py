@@ -23,6 +23,7 @@ from tests.faults import (
     status_writes_blocked,
     terminate_other_connections,
 )
+from tests.outbox import all_sent, statuses
 from tests.processes import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis]
@@ -30,17 +31,6 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis]
 #: Leases short enough that a killed worker's claims and send slot free up within seconds (the
 #: product's default is LEASE_SECONDS=300); beat runs the sweeper every second (the fixture).
 FAST = {"LEASE_SECONDS": 2, "RETRY_BASE_SECONDS": 0.2, "RETRY_MAX_SECONDS": 1}
-
-
-def statuses() -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for status in Notification.objects.values_list("status", flat=True):
-        counts[status] = counts.get(status, 0) + 1
-    return counts
-
-
-def all_sent(total: int) -> bool:
-    return Notification.objects.filter(status=Status.SENT).count() == total
 
 
 def send_to(recipients: list[str]) -> list[Notification]:

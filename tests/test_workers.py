@@ -12,21 +12,11 @@ from django.db import transaction
 import notifications
 from notifications import services
 from notifications.models import Notification, SmtpSettings, Status
+from tests.outbox import all_sent, statuses
 from tests.processes import wait_for
 from tests.smtpserver import PASSWORD, USERNAME
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def statuses() -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for status in Notification.objects.values_list("status", flat=True):
-        counts[status] = counts.get(status, 0) + 1
-    return counts
-
-
-def all_sent(total: int) -> bool:
-    return Notification.objects.filter(status=Status.SENT).count() == total
 
 
 def test_two_workers_send_200_exactly_once_never_more_than_batch_at_once(

@@ -23,3 +23,7 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+
+# A session with nothing left to send closes sooner than in production, so that tests calling
+# deliver() in-process do not wait for it; values from the environment (worker tests) win.
+NOTIFICATIONS = {"SESSION_IDLE_SECONDS": 0.1, **NOTIFICATIONS}
