@@ -12,7 +12,7 @@ from django.db import transaction
 
 import notifications
 from notifications import services
-from notifications.models import Notification, SmtpSettings, Status
+from notifications.models import Notification, SendSlot, SmtpSettings, Status
 from notifications.signals import notify
 from tests.faults import (
     DataGate,
@@ -144,6 +144,12 @@ def test_redis_outage_never_reaches_callers_and_everything_is_sent_after_restart
     worker = celery_worker_factory(concurrency=2, beat=True, notifications=FAST)
     send_to(["before1@example.com", "before2@example.com", "before3@example.com"])
     wait_for(lambda: all_sent(3), timeout=30, what=f"3 sent before the outage, now {statuses()}")
+    # Once no session is open, only the broker (tasks, the sweeper's kicks) can start one.
+    wait_for(
+        lambda: not SendSlot.objects.filter(expires_at__isnull=False).exists(),
+        timeout=30,
+        what="the sessions to close",
+    )
 
     redis_server.stop()
     latencies: list[float] = []
