@@ -108,11 +108,23 @@ def database_dump() -> str:
 
 
 def database_files() -> bytes:
-    """SQLite: the database file and its write-ahead log, byte for byte ("" on PostgreSQL)."""
+    """SQLite: the database file and its write-ahead log, byte for byte ("" on PostgreSQL).
+
+    Read by another process: closing a file descriptor of the database in this one would drop
+    this process's POSIX locks on it, and SQLite in another process could then delete the WAL
+    and shared-memory files under this one's feet ("disk I/O error" for every later test).
+    """
     if connection.vendor != "sqlite":
         return b""
-    name = Path(connection.settings_dict["NAME"])
-    return b"".join(p.read_bytes() for p in (name, Path(f"{name}-wal")) if p.exists())
+    name = connection.settings_dict["NAME"]
+    reader = (
+        "import sys, pathlib; "
+        "sys.stdout.buffer.write(b''.join(pathlib.Path(p).read_bytes() "
+        "for p in sys.argv[1:] if pathlib.Path(p).exists()))"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", reader, name, f"{name}-wal"], capture_output=True, check=True
+    ).stdout
 
 
 def redis_dump(client) -> str:
