@@ -3,8 +3,25 @@
 from __future__ import annotations
 
 from celery import shared_task
+from celery.signals import task_postrun
+from django.db import connections
 
 from notifications import services
+
+
+@task_postrun.connect(dispatch_uid="notifications.drop_broken_db_connections")
+def drop_broken_db_connections(**kwargs) -> None:
+    """Close a database connection that failed during the task, so the next task reconnects.
+
+    Workers keep their connections across tasks (CELERY_DB_REUSE_MAX), and a connection the
+    server dropped would otherwise fail every later task on that thread.
+    """
+    for connection in connections.all(initialized_only=True):
+        if connection.connection is not None and connection.errors_occurred:
+            if not connection.is_usable():
+                connection.close()
+            else:
+                connection.errors_occurred = False
 
 
 @shared_task(name="notifications.send_notification", ignore_result=True)
