@@ -11,7 +11,7 @@ from django.urls import reverse
 
 from devsink.management.commands.run_dev_sink import SinkHandler
 from devsink.models import ReceivedMessage
-from tests.processes import free_port
+from tests.loopback import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -21,7 +21,7 @@ from notifications.exceptions import InvalidNotification
 from notifications.forms import SmtpSettingsForm
 from notifications.models import Notification, SmtpSettings, Status
 from notifications.providers import PROVIDERS
-from notifications.smtp import build_message, envelope_address, open_session
+from notifications.smtp import envelope_address, open_session
 
 pytestmark = pytest.mark.django_db
 
@@ -51,15 +51,7 @@ def stored_rows_are_valid(since_id: int) -> None:
     """Every row stored passes the model's full_clean and can be built into a message."""
     for row in Notification.objects.filter(pk__gt=since_id):
         row.full_clean()
-        message = build_message(
-            from_address=FROM,
-            to=row.recipient,
-            subject=row.subject,
-            body=row.body,
-            html_body=row.html_body or None,
-            reply_to=row.reply_to or None,
-            headers=row.headers or None,
-        )
+        message = services.message_for(row, from_address=FROM)
         message.as_bytes(policy=message.policy.clone(linesep="\r\n"))  # as the session sends it
 
 

@@ -37,7 +37,8 @@ from psycopg import sql
 from ruamel.yaml import YAML
 
 from tests.availability import require_service
-from tests.processes import RedisServer, free_port, wait_for
+from tests.loopback import free_port, wait_for
+from tests.processes import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -23,8 +23,8 @@ from tests.faults import (
     status_writes_blocked,
     terminate_other_connections,
 )
+from tests.loopback import wait_for
 from tests.outbox import all_sent, statuses
-from tests.processes import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis]
 

@@ -32,7 +32,7 @@ from notifications import services
 from notifications.exceptions import InvalidNotification
 from notifications.forms import SmtpSettingsForm
 from notifications.models import Notification, SettingsChange, SmtpSettings, Status, TestRun
-from tests.processes import wait_for
+from tests.loopback import wait_for
 from tests.smtpserver import USERNAME
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,8 +12,8 @@ from django.db import transaction
 import notifications
 from notifications import services
 from notifications.models import Notification, SmtpSettings, Status
+from tests.loopback import wait_for
 from tests.outbox import all_sent, statuses
-from tests.processes import wait_for
 from tests.smtpserver import PASSWORD, USERNAME
 
 pytestmark = pytest.mark.django_db(transaction=True)
