@@ -1,0 +1,82 @@
+"""The stepwise diagnosis: a test message, or only the connection, with every step recorded."""
+
+from __future__ import annotations
+
+import time
+
+from django.utils.translation import gettext as _
+
+from ..exceptions import SmtpError
+from .config import SmtpConfig
+from .message import build_message, envelope_address, parse_address
+from .report import DiagnosticReport
+from .session import SmtpSession
+
+
+def _fresh_tokens():
+    """A diagnosis asks the token endpoint itself: it tests the credentials as they are now."""
+    from ..oauth import DIRECT
+
+    return DIRECT
+
+
+def diagnose(config: SmtpConfig, *, to: str, deadline: float = 30.0) -> DiagnosticReport:
+    """Send a test message step by step, recording each step, its timing and the transcript."""
+    started = time.monotonic()
+    session = SmtpSession(
+        config,
+        deadline=started + deadline,
+        transcript=True,
+        probe_tls=True,
+        tokens=_fresh_tokens() if config.oauth else None,
+    )
+    address_step = "mail"  # which step a bad address fails, before any connection
+    try:
+        envelope_from = envelope_address(config.from_address)
+        address_step = "rcpt"
+        recipient = parse_address(to, "To").addr_spec
+        message = build_message(
+            from_address=config.from_address,
+            to=to,
+            subject=_("Test email from the notification settings"),
+            body=_(
+                "This is a test email sent from the SMTP settings page of the Django notifications "
+                "admin. If you can read it, the settings work."
+            ),
+        )
+    except ValueError as exc:
+        step = session.recorder.steps[address_step]
+        step.status, step.error = "failed", str(exc)
+        step.hint = _("Correct the address and try again.")
+        return session.recorder.report(round((time.monotonic() - started) * 1000))
+    try:
+        session.connect()
+        session.send(message, envelope_from=envelope_from, recipient=recipient)
+        session.quit()
+    except SmtpError:
+        pass
+    finally:
+        session.close()
+    return session.recorder.report(round((time.monotonic() - started) * 1000))
+
+
+def check_connection(config: SmtpConfig, *, deadline: float = 30.0) -> DiagnosticReport:
+    """DNS, connect, TLS, token, login, QUIT: no message. The report lists what the server
+    offers (its EHLO capabilities before and after TLS)."""
+    started = time.monotonic()
+    session = SmtpSession(
+        config,
+        deadline=started + deadline,
+        transcript=True,
+        probe_tls=True,
+        message=False,
+        tokens=_fresh_tokens() if config.oauth else None,
+    )
+    try:
+        session.connect()
+        session.quit()
+    except SmtpError:
+        pass
+    finally:
+        session.close()
+    return session.recorder.report(round((time.monotonic() - started) * 1000))
