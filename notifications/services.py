@@ -66,7 +66,19 @@ AUDITED_FIELDS = (
     "allow_plaintext_login",
     "timeout",
     "batch",
+    "auth_method",
+    "auth_mechanism",
+    "tenant_id",
+    "client_id",
+    "client_secret_expires",
+    "token_url",
+    "scope",
 )
+#: Encrypted secrets besides the password: audited only as "changed" / "removed".
+AUDITED_SECRETS = {
+    "client_secret_encrypted": "client_secret",
+    "service_account_encrypted": "service_account",
+}
 
 
 @sensitive_variables("new_password")
@@ -124,6 +136,10 @@ def _changes(previous: SmtpSettings | None, current: SmtpSettings) -> dict:
             changes[name] = [old, new]
     if (previous.ca_pem if previous else "") != current.ca_pem:
         changes["ca_pem"] = "changed"
+    for column, name in AUDITED_SECRETS.items():
+        old, new = getattr(previous, column) if previous else "", getattr(current, column)
+        if old != new:
+            changes[name] = "changed" if new else "removed"
     return changes
 
 
