@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.serializers.json import DjangoJSONEncoder
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
@@ -21,7 +22,7 @@ from notifications.validators import (
 )
 
 if TYPE_CHECKING:
-    from notifications.smtp import SmtpConfig
+    from notifications.smtp import OAuthCredentials, SmtpConfig
 
 MAX_BATCH = 100
 
@@ -30,6 +31,18 @@ class Security(models.TextChoices):
     SSL = "ssl", _("SSL/TLS")
     STARTTLS = "starttls", _("STARTTLS")
     NONE = "none", _("None (plaintext)")
+
+
+class AuthMethod(models.TextChoices):
+    PASSWORD = "password", _("Password")
+    MICROSOFT = "microsoft-oauth2", _("Microsoft 365 (OAuth2, client credentials)")
+    GOOGLE = "google-oauth2", _("Google Workspace (OAuth2, service account)")
+
+
+class AuthMechanism(models.TextChoices):
+    AUTO = "auto", _("Automatic")
+    PLAIN = "plain", _("PLAIN")
+    LOGIN = "login", _("LOGIN")
 
 
 #: The security mode each well-known port expects, and the port each mode usually runs on.
@@ -74,6 +87,58 @@ class SmtpSettings(models.Model):
         help_text=_("Leave empty if the server needs no login."),
     )
     password_encrypted = models.TextField(blank=True, editable=False)
+    auth_method = models.CharField(
+        _("sign-in method"),
+        max_length=20,
+        choices=AuthMethod.choices,
+        default=AuthMethod.PASSWORD,
+        help_text=_(
+            "How to log in: a password, or an OAuth2 access token (XOAUTH2) that the app "
+            "fetches itself. Microsoft 365 and Google Workspace need OAuth2 or an app password."
+        ),
+    )
+    auth_mechanism = models.CharField(
+        _("login mechanism"),
+        max_length=10,
+        choices=AuthMechanism.choices,
+        default=AuthMechanism.AUTO,
+        help_text=_("Automatic picks PLAIN or LOGIN from what the server offers."),
+    )
+    tenant_id = models.CharField(
+        _("tenant ID"),
+        max_length=100,
+        blank=True,
+        validators=[validate_no_control_characters],
+        help_text=_("The Directory (tenant) ID on the app registration's Overview page."),
+    )
+    client_id = models.CharField(
+        _("client ID"),
+        max_length=320,
+        blank=True,
+        validators=[validate_no_control_characters],
+        help_text=_("The Application (client) ID on the app registration's Overview page."),
+    )
+    client_secret_encrypted = models.TextField(blank=True, editable=False)
+    client_secret_expires = models.DateField(
+        _("client secret expires"),
+        null=True,
+        blank=True,
+        help_text=_("The Expires date shown next to the secret; the page warns 30 days before."),
+    )
+    service_account_encrypted = models.TextField(blank=True, editable=False)
+    token_url = models.URLField(
+        _("token URL"),
+        max_length=500,
+        blank=True,
+        help_text=_("Leave empty for the provider's default; change it for a sovereign cloud."),
+    )
+    scope = models.CharField(
+        _("scope"),
+        max_length=500,
+        blank=True,
+        validators=[validate_no_control_characters],
+        help_text=_("Leave empty for the provider's default."),
+    )
     from_address = models.CharField(
         _("from"),
         max_length=320,
@@ -170,12 +235,41 @@ class SmtpSettings(models.Model):
                     "is a trusted relay."
                 )
             )
+        if self.uses_oauth:
+            self._check_oauth(errors)
         if self.host and not self.from_address:
             errors.setdefault("from_address", []).append(
                 _("Enter the sender address (From) that notifications are sent from.")
             )
         if errors:
             raise ValidationError(errors)
+
+    def _check_oauth(self, errors: dict[str, list]) -> None:
+        """What an OAuth2 sign-in cannot do without (the secret itself is checked by whoever
+        takes it: the form or the command)."""
+        if self.security == Security.NONE:
+            errors.setdefault("security", []).append(
+                _("OAuth2 sign-in sends an access token: choose SSL/TLS or STARTTLS.")
+            )
+        if not self.username:
+            errors.setdefault("username", []).append(
+                _("Enter the mailbox to send as (its e-mail address).")
+            )
+        if self.auth_method == AuthMethod.MICROSOFT:
+            if not self.client_id:
+                errors.setdefault("client_id", []).append(
+                    _("Enter the Application (client) ID of the app registration.")
+                )
+            if not self.tenant_id and not self.token_url:
+                errors.setdefault("tenant_id", []).append(
+                    _("Enter the Directory (tenant) ID, or a token URL.")
+                )
+            if not self.has_client_secret:
+                errors.setdefault("client_secret", []).append(_("Enter the client secret's Value."))
+        elif not self.has_service_account:
+            errors.setdefault("service_account", []).append(
+                _("Upload the service account's JSON key.")
+            )
 
     def _port_mismatch_message(self, expected: str):
         if expected == Security.SSL:
@@ -212,10 +306,90 @@ class SmtpSettings(models.Model):
         """The decrypted password ("" when none is stored); EncryptionKeyError if keys are wrong."""
         return crypto.decrypt(self.password_encrypted) if self.password_encrypted else ""
 
-    def to_smtp_config(self, *, password: str | None = None) -> SmtpConfig:
-        """The transport's view of these settings; ``password`` overrides the stored one."""
+    @property
+    def uses_oauth(self) -> bool:
+        return self.auth_method != AuthMethod.PASSWORD
+
+    @property
+    def has_client_secret(self) -> bool:
+        return bool(self.client_secret_encrypted)
+
+    @property
+    def has_service_account(self) -> bool:
+        return bool(self.service_account_encrypted)
+
+    def set_client_secret(self, raw_secret: str) -> None:
+        """Encrypt and keep a new client secret (an empty one removes it); saved by the caller."""
+        self.client_secret_encrypted = crypto.encrypt(raw_secret) if raw_secret else ""
+
+    def set_service_account(self, key_json: str) -> None:
+        """Encrypt and keep a service-account JSON key ("" removes it); its e-mail becomes the
+        client ID shown. ValueError if it is not a service-account key."""
+        from notifications.oauth import parse_service_account
+
+        if key_json:
+            self.client_id = parse_service_account(key_json)["client_email"]
+        self.service_account_encrypted = crypto.encrypt(key_json) if key_json else ""
+
+    def oauth_credentials(
+        self, *, client_secret: str | None = None, service_account: str | None = None
+    ) -> OAuthCredentials | None:
+        """How to fetch tokens (None for a password); the arguments override the stored secrets."""
+        from notifications import oauth
+        from notifications.smtp import OAuthCredentials
+
+        if self.auth_method == AuthMethod.MICROSOFT:
+            secret = client_secret
+            if secret is None:
+                secret = (
+                    crypto.decrypt(self.client_secret_encrypted) if self.has_client_secret else ""
+                )
+            token_url = self.token_url or oauth.MICROSOFT_TOKEN_URL.format(tenant=self.tenant_id)
+            return OAuthCredentials(
+                method=self.auth_method,
+                token_url=token_url,
+                scope=self.scope or oauth.MICROSOFT_SCOPE,
+                mailbox=self.username,
+                client_id=self.client_id,
+                secret=secret,
+                ca_pem=self.ca_pem,
+            )
+        if self.auth_method == AuthMethod.GOOGLE:
+            key_json = service_account
+            if key_json is None:
+                key_json = (
+                    crypto.decrypt(self.service_account_encrypted)
+                    if self.has_service_account
+                    else ""
+                )
+            key = oauth.parse_service_account(key_json) if key_json else {}
+            return OAuthCredentials(
+                method=self.auth_method,
+                token_url=self.token_url or key.get("token_uri", oauth.GOOGLE_TOKEN_URL),
+                scope=self.scope or oauth.GOOGLE_SCOPE,
+                mailbox=self.username,
+                client_id=key.get("client_email", ""),
+                secret=key.get("private_key", ""),
+                key_id=key.get("private_key_id", ""),
+                ca_pem=self.ca_pem,
+            )
+        return None
+
+    def to_smtp_config(
+        self,
+        *,
+        password: str | None = None,
+        client_secret: str | None = None,
+        service_account: str | None = None,
+    ) -> SmtpConfig:
+        """The transport's view of these settings; the arguments override the stored secrets."""
         from notifications.smtp import SmtpConfig
 
+        oauth_credentials = self.oauth_credentials(
+            client_secret=client_secret, service_account=service_account
+        )
+        if oauth_credentials is not None:
+            password = ""
         return SmtpConfig(
             host=self.host,
             port=self.port,
@@ -228,6 +402,8 @@ class SmtpSettings(models.Model):
             timeout=float(self.timeout),
             allow_plaintext_login=self.allow_plaintext_login,
             version=self.version,
+            auth_mechanism=self.auth_mechanism,
+            oauth=oauth_credentials,
         )
 
 
@@ -247,6 +423,7 @@ class SettingsChange(models.Model):
     changes = models.JSONField(
         _("changes"),
         default=dict,
+        encoder=DjangoJSONEncoder,  # dates, e.g. the client secret's expiry
         help_text=_("Field name → [old, new]; the password appears only as “changed”."),
     )
     source = models.CharField(_("source"), max_length=40, default="admin")
@@ -371,6 +548,23 @@ class TestRun(models.Model):
         return (
             f"{self.created_at:%Y-%m-%d %H:%M} → {self.recipient}: {'ok' if self.ok else 'failed'}"
         )
+
+
+class CachedToken(models.Model):
+    """An OAuth2 access token every worker shares, encrypted, and the lease of whoever fetches it.
+
+    ``key`` is an HMAC of the credentials (see ``tokens.cache_key``), never the credentials.
+    """
+
+    key = models.CharField(max_length=64, primary_key=True)
+    token_encrypted = models.TextField(blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    fetched_at = models.DateTimeField(null=True, blank=True)
+    lease_owner = models.CharField(max_length=32, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"token {self.key[:8]}"
 
 
 class WorkerHeartbeat(models.Model):

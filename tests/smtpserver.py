@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import binascii
 import datetime as dt
 import ipaddress
 import json
@@ -310,6 +312,47 @@ class Handler:
         return f"250 OK queued as {len(self.state.messages)}"
 
 
+class XOAuth2Handler(Handler):
+    """Adds the XOAUTH2 mechanism: ``accepts(mailbox, token)`` decides, like Exchange or Gmail.
+
+    A refused token gets the error challenge (334 with JSON, answered by an empty line) and
+    then ``failure_reply``, as Gmail does.
+    """
+
+    def __init__(self, state: ServerState, *, accepts: Callable[[str, str], bool], **kw: Any):
+        super().__init__(state, **kw)
+        self.accepts = accepts
+        self.failure_reply = "535 5.7.3 Authentication unsuccessful"
+
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
+        if len(args) > 1:
+            try:
+                blob = base64.b64decode(args[1], validate=True)
+            except binascii.Error:
+                return AuthResult(success=False, handled=False, message="501 5.5.2 bad base64")
+        else:
+            answer = await server.challenge_auth("", encode_to_b64=False)
+            if not isinstance(answer, bytes):
+                return AuthResult(success=False, handled=True)
+            blob = answer
+        fields = dict(
+            part.split("=", 1)
+            for part in blob.decode("utf-8", "replace").split("\x01")
+            if "=" in part
+        )
+        mailbox, bearer = fields.get("user", ""), fields.get("auth", "")
+        token = bearer.removeprefix("Bearer ")
+        ok = bearer.startswith("Bearer ") and self.accepts(mailbox, token)
+        self.state.credentials_received(mailbox, "(token)", ok)
+        if ok:
+            return AuthResult(success=True, auth_data=mailbox)
+        error = json.dumps(
+            {"status": "401", "schemes": "bearer", "scope": "https://mail.google.com/"}
+        )
+        await server.challenge_auth(error)
+        return AuthResult(success=False, handled=False, message=self.failure_reply)
+
+
 class _RecordingSMTP(SMTP):
     """Counts sessions (a STARTTLS upgrade is the same session) and records AUTH commands."""
 
@@ -317,6 +360,8 @@ class _RecordingSMTP(SMTP):
         super().__init__(handler, **kwargs)
         self._state = handler.state
         self._counted = False
+        # An XOAUTH2 line carries a token of a few kilobytes; RFC 4954 allows 12,288 octets.
+        self.command_size_limits["AUTH"] = 12288
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -385,6 +430,7 @@ class SmtpTestServer:
         users: dict[str, str] | None = None,
         auth_failure_reply: str | None = None,
         events_path: Path | None = None,
+        xoauth2: Callable[[str, str], bool] | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
@@ -393,7 +439,11 @@ class SmtpTestServer:
         self.mode = mode
         self.host = host
         self.state = ServerState(events_path=events_path)
-        self.handler = Handler(self.state, offer_auth=offer_auth)
+        self.handler: Handler = (
+            Handler(self.state, offer_auth=offer_auth)
+            if xoauth2 is None
+            else XOAuth2Handler(self.state, offer_auth=offer_auth, accepts=xoauth2)
+        )
         self._release = threading.Event()
         tls = pki.server_context(cert) if pki is not None and mode != "none" else None
         # aiosmtpd only counts STARTTLS as TLS, so implicit TLS must not "require" it for AUTH.

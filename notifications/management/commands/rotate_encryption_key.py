@@ -1,19 +1,22 @@
-"""Re-encrypt the stored SMTP password under the first key of NOTIFICATIONS_ENCRYPTION_KEYS."""
+"""Re-encrypt the stored SMTP secrets under the first key of NOTIFICATIONS_ENCRYPTION_KEYS."""
 
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from notifications import crypto
+from notifications import crypto, tokens
 from notifications.exceptions import EncryptionKeyError
 from notifications.models import SmtpSettings
+
+#: Every encrypted column of the settings record.
+SECRET_COLUMNS = ("password_encrypted", "client_secret_encrypted", "service_account_encrypted")
 
 
 class Command(BaseCommand):
     help = (
-        "Re-encrypt the stored SMTP password under the first key in "
-        "NOTIFICATIONS_ENCRYPTION_KEYS. Afterwards the older keys can be removed."
+        "Re-encrypt the stored SMTP password, client secret and service-account key under the "
+        "first key in NOTIFICATIONS_ENCRYPTION_KEYS. Afterwards the older keys can be removed."
     )
 
     def handle(self, *args, **options) -> None:
@@ -23,17 +26,21 @@ class Command(BaseCommand):
                 .filter(pk=SmtpSettings.SINGLETON_PK)
                 .first()
             )
-            if settings is None or not settings.password_encrypted:
-                self.stdout.write("No SMTP password is stored: nothing to re-encrypt.")
+            stored = [c for c in SECRET_COLUMNS if settings is not None and getattr(settings, c)]
+            # Cached access tokens are only a cache: dropped rather than re-encrypted.
+            tokens.forget_all()
+            if not stored:
+                self.stdout.write("No SMTP secret is stored: nothing to re-encrypt.")
                 return
             try:
-                settings.password_encrypted = crypto.rotate(settings.password_encrypted)
+                for column in stored:
+                    setattr(settings, column, crypto.rotate(getattr(settings, column)))
             except EncryptionKeyError as error:
                 raise CommandError(str(error)) from None
-            settings.save(update_fields=["password_encrypted"])
+            settings.save(update_fields=stored)
         self.stdout.write(
             self.style.SUCCESS(
-                "Re-encrypted the SMTP password under the first key. Keys after the first can "
+                "Re-encrypted the SMTP secrets under the first key. Keys after the first can "
                 "now be removed from NOTIFICATIONS_ENCRYPTION_KEYS."
             )
         )
