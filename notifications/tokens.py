@@ -114,11 +114,15 @@ class SharedTokens:
 
 
 def _take_lease(key: str, owner: str, now: datetime, *, until: datetime) -> bool:
-    """One conditional UPDATE: only one worker can find the lease free (or expired) at once."""
+    """One conditional UPDATE: only one worker finds the lease free (or expired) and the token
+    still stale, so a worker that looked just before another stored a token fetches no second."""
     free = Q(lease_until__isnull=True) | Q(lease_until__lt=now)
-    return (
-        CachedToken.objects.filter(free, key=key).update(lease_owner=owner, lease_until=until) == 1
+    stale = Q(token_encrypted="") | Q(expires_at__isnull=True)
+    stale |= Q(expires_at__lte=now + REFRESH_MARGIN)
+    updated = CachedToken.objects.filter(free, stale, key=key).update(
+        lease_owner=owner, lease_until=until
     )
+    return updated == 1
 
 
 def _cached(row: CachedToken, *, valid_after: datetime) -> oauth.AccessToken | None:
