@@ -12,4 +12,5 @@ class NotificationsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from notifications import checks, receivers  # noqa: F401  (registration on import)
+        # tasks registers itself as the services' publisher of drain requests.
+        from notifications import checks, receivers, tasks  # noqa: F401  (registration on import)

@@ -19,9 +19,21 @@ DEFAULTS: dict[str, Any] = {
     "MESSAGES_PER_SESSION": 100,
     # How many due rows a worker claims in one round trip (it sends them over its session).
     "CLAIM_BATCH": 10,
-    # How often a sending worker re-reads the settings (version, Batch, pause) and renews its
-    # slot's lease: a change applies to sends starting after at most this long.
+    # The most one message's whole SMTP exchange (MAIL, RCPT, DATA) may take, however slowly
+    # the server answers; never more than a third of LEASE_SECONDS, whatever is set here.
+    "SEND_SECONDS": 60,
+    # How often a sending worker re-reads the settings (version, Batch, pause): a change applies
+    # to sends starting after at most this long. (Leases are renewed every quarter lease.)
     "SETTINGS_CHECK_SECONDS": 0.2,
+    # After a failed connect, TLS handshake or login (nothing charged to any notification), every
+    # worker waits about this long, doubling per failure up to the maximum, and only one tries.
+    "CONNECT_BACKOFF_SECONDS": 5,
+    "CONNECT_BACKOFF_MAX_SECONDS": 300,
+    # Publishing a drain request from notify(): the broker's connect and socket timeout, how long
+    # to stop trying after a failure, and the shortest gap between two single requests.
+    "PUBLISH_TIMEOUT_SECONDS": 0.25,
+    "BROKER_BACKOFF_SECONDS": 5,
+    "PUBLISH_INTERVAL_SECONDS": 0.05,
     # How long a session with nothing left to send stays open for new rows, and how often it
     # looks for them meanwhile.
     "SESSION_IDLE_SECONDS": 1.0,

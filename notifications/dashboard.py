@@ -7,14 +7,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from django.core.exceptions import ValidationError
-from django.db.models import Case, Count, DateTimeField, F, Max, Min, Q, When
+from django.db.models import Case, Count, DateTimeField, F, Max, Min, Q, Sum, When
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
 from notifications import services
-from notifications.models import Notification, SmtpSettings, Status, TestRun, WorkerHeartbeat
+from notifications.models import (
+    ConnectBackoff,
+    Notification,
+    SmtpSettings,
+    Status,
+    TestRun,
+    WorkerHeartbeat,
+)
 from notifications.providers import provider_for_host
 from notifications.validators import parse_from_address
 
@@ -100,6 +107,7 @@ class Outbox:
 class Workers:
     alive: int
     last_seen: datetime | None  # the latest heartbeat of any worker, alive or gone
+    concurrency: int = 0  # the live workers' pool sizes, summed: the most sessions they can hold
 
 
 @dataclass(frozen=True)
@@ -198,15 +206,21 @@ def hourly_chart(*, now: datetime, hours: int = CHART_HOURS) -> Chart:
 
 
 def worker_summary() -> Workers:
+    live = services.live_workers().aggregate(alive=Count("pk"), concurrency=Sum("concurrency"))
     return Workers(
-        alive=services.live_workers().count(),
+        alive=live["alive"],
         last_seen=WorkerHeartbeat.objects.aggregate(last=Max("last_seen"))["last"],
+        concurrency=live["concurrency"] or 0,
     )
 
 
 def warnings(*, settings: SmtpSettings, workers: Workers, now: datetime) -> list[HealthWarning]:
     """What needs attention, most urgent first: no worker, then risks in the stored settings."""
-    found = [_worker_warning(workers, now)]
+    found = [
+        _worker_warning(workers, now),
+        _capacity_warning(settings, workers),
+        _connection_warning(settings),
+    ]
     if settings.skip_verify:
         found.append(
             HealthWarning(
@@ -249,6 +263,39 @@ def _worker_warning(workers: Workers, now: datetime) -> HealthWarning | None:
             minutes,
         )
         % {"minutes": minutes}
+    )
+
+
+def _capacity_warning(settings: SmtpSettings, workers: Workers) -> HealthWarning | None:
+    """Each session is one running task: fewer task slots than Batch cap sending below Batch."""
+    if not workers.alive or not workers.concurrency or workers.concurrency >= settings.batch:
+        return None  # (no concurrency recorded: unknown, not zero)
+    return HealthWarning(
+        _(
+            "The live workers can run %(concurrency)d tasks at once: at most %(concurrency)d of "
+            "Batch %(batch)d in flight. Raise the workers' concurrency (CELERY_WORKER_CONCURRENCY "
+            "or --concurrency) or start more workers."
+        )
+        % {"concurrency": workers.concurrency, "batch": settings.batch},
+        "batch",
+    )
+
+
+def _connection_warning(settings: SmtpSettings) -> HealthWarning | None:
+    """Sessions that could not open charge no notification, so only this says why mail waits."""
+    backoff = ConnectBackoff.objects.filter(failures__gt=0).first()
+    if backoff is None or settings.paused_reason:
+        return None
+    return HealthWarning(
+        ngettext(
+            "The SMTP server could not be reached (%(count)d failed attempt); sending waits and "
+            "tries again by itself: %(reason)s",
+            "The SMTP server could not be reached (%(count)d failed attempts); sending waits and "
+            "tries again by itself: %(reason)s",
+            backoff.failures,
+        )
+        % {"count": backoff.failures, "reason": backoff.reason},
+        "host",
     )
 
 

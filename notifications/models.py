@@ -442,6 +442,31 @@ class Status(models.TextChoices):
     SENDING = "sending", _("sending")
     SENT = "sent", _("sent")
     FAILED = "failed", _("failed")
+    CANCELLED = "cancelled", _("cancelled")
+
+
+#: A claimed row's claim fields once it is no longer claimed.
+UNCLAIMED = {"claim_token": "", "claimed_until": None}
+
+
+class NotificationQuerySet(models.QuerySet):
+    """The outbox queries every part of dispatch shares."""
+
+    def due(self, now=None) -> NotificationQuerySet:
+        """Rows a worker may claim: queued and due, or sending with a lease that ran out."""
+        now = now or timezone.now()
+        return self.filter(
+            models.Q(status=Status.QUEUED, next_attempt_at__lte=now)
+            | models.Q(status=Status.SENDING, claimed_until__lt=now)
+        )
+
+    def owned(self, token: str) -> NotificationQuerySet:
+        """Rows claimed with ``token`` and still being sent: only their owner may touch them."""
+        return self.filter(claim_token=token, status=Status.SENDING)
+
+    def release(self, status: str = Status.QUEUED, **fields) -> int:
+        """End the claim on these rows, leaving them in ``status`` with ``fields`` set."""
+        return self.update(status=status, **UNCLAIMED, **fields)
 
 
 class Notification(models.Model):
@@ -469,6 +494,8 @@ class Notification(models.Model):
     settings_version = models.PositiveIntegerField(_("settings version"), null=True, blank=True)
     created_at = models.DateTimeField(_("created at"), default=timezone.now, db_index=True)
     sent_at = models.DateTimeField(_("sent at"), null=True, blank=True)
+
+    objects = NotificationQuerySet.as_manager()
 
     class Meta:
         verbose_name = _("notification")
@@ -512,6 +539,25 @@ class SendSlot(models.Model):
 
     def __str__(self) -> str:
         return f"slot {self.number}"
+
+
+class ConnectBackoff(models.Model):
+    """The one record (pk 1) of failed attempts to open an SMTP session, shared by every worker.
+
+    While ``failures`` is above zero, a worker connects only after ``retry_at``, and the first one
+    to move ``retry_at`` on is the only one that tries: one connection per back-off, whatever
+    the number of workers, and no notification is charged for it.
+    """
+
+    SINGLETON_PK = 1
+
+    failures = models.PositiveIntegerField(default=0)
+    retry_at = models.DateTimeField(null=True, blank=True)
+    reason = models.TextField(blank=True)  # the last failure, sanitised like last_error
+    failed_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.failures} failed connection(s)"
 
 
 class TestRun(models.Model):

@@ -17,6 +17,11 @@ notification_sent = Signal()
 #: ``error`` (the sanitised reason).
 notification_failed = Signal()
 
+#: Sent (robustly) when an administrator cancelled a notification before it was sent; cancelled
+#: is not a failure, so ``notification_failed`` is not sent for it. Arguments: ``notification``,
+#: ``by`` (the user, or None).
+notification_cancelled = Signal()
+
 #: Sent (robustly) after the SMTP settings were saved. Arguments: ``settings`` (the record),
 #: ``changes`` (field name → [old, new]; the password only as "changed").
 smtp_settings_changed = Signal()

@@ -1,12 +1,26 @@
-"""Thin Celery tasks: ids in, one service call. Safe to run twice: claims make sends happen once."""
+"""Thin Celery tasks, and the one place that publishes to the broker.
+
+Tasks: ids in, one service call; safe to run twice (claims make sends happen once). Publishing
+(``publish_drains``) is what ``services.hooks.request_sessions`` calls: it must never hold up a
+caller of notify(), so it has short socket timeouts of its own, stops trying for a few seconds
+after a failure (the rows wait for the sweeper meanwhile), and folds a stream of single
+requests into one publish per PUBLISH_INTERVAL_SECONDS (the last one always goes out).
+"""
 
 from __future__ import annotations
+
+import logging
+import threading
+import time
 
 from celery import shared_task
 from celery.signals import task_postrun
 from django.db import connections
 
-from notifications import services
+from notifications import conf, services
+from notifications.services import hooks
+
+logger = logging.getLogger(__name__)
 
 
 @task_postrun.connect(dispatch_uid="notifications.drop_broken_db_connections")
@@ -28,16 +42,20 @@ def drop_broken_db_connections(**kwargs) -> None:
 def send_notification(notification_id: int) -> int:
     """Send this notification (and others due, over the same session) if a send slot is free.
 
-    No Celery retry: a failed send is rescheduled on the row itself (backoff with jitter, bounded
-    attempts and age), and the sweeper re-enqueues it when due. With every slot taken it returns at
-    once; a slot holder drains the row.
+    Kept for messages published before drain_outbox replaced it. No Celery retry: a failed send is
+    rescheduled on the row itself (backoff with jitter, bounded attempts and age), and the sweeper
+    asks for drains when rows are due.
     """
     return services.deliver(prefer=notification_id)
 
 
 @shared_task(name="notifications.drain_outbox", ignore_result=True)
 def drain_outbox() -> int:
-    """Send due notifications while a send slot is free. Same policy as send_notification."""
+    """Send due notifications while a send slot is free (one SMTP session at a time).
+
+    No Celery retry, as for send_notification. With every slot taken it returns at once: a slot
+    holder drains the rows.
+    """
     return services.deliver()
 
 
@@ -45,3 +63,91 @@ def drain_outbox() -> int:
 def sweep_outbox() -> int:
     """Periodic (beat): free expired claims and ask for drain tasks when due rows wait."""
     return services.sweep()
+
+
+class _Publisher:
+    """Publishes drain requests with bounded cost to the caller (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._local = threading.local()  # one broker connection per thread
+        self._url = None
+        self._last_publish = -1e9
+        self._broker_down_until = 0.0
+        self._trailing: threading.Timer | None = None
+
+    def request(self, sessions: int) -> None:
+        now = time.monotonic()
+        interval = conf.get("PUBLISH_INTERVAL_SECONDS")
+        url = drain_outbox.app.conf.broker_url
+        with self._lock:
+            if url != self._url:  # another broker (tests point the app elsewhere): start afresh
+                self._url, self._last_publish, self._broker_down_until = url, -1e9, 0.0
+            if now < self._broker_down_until:
+                return
+            if sessions == 1 and now - self._last_publish < interval:
+                if self._trailing is None:  # the request after the last publish goes out later
+                    wait = interval - (now - self._last_publish)
+                    self._trailing = threading.Timer(wait, self._publish_trailing)
+                    self._trailing.daemon = True
+                    self._trailing.start()
+                return
+            self._last_publish = now
+        self._publish(sessions)
+
+    def _publish_trailing(self) -> None:
+        with self._lock:
+            self._trailing = None
+            self._last_publish = time.monotonic()
+        self._publish(1)
+
+    def _publish(self, sessions: int) -> None:
+        try:
+            connection = self._connection()
+            for _ in range(sessions):
+                drain_outbox.apply_async(retry=False, connection=connection)
+        except Exception as error:
+            self._drop_connection()
+            pause = conf.get("BROKER_BACKOFF_SECONDS")
+            with self._lock:
+                self._broker_down_until = time.monotonic() + pause
+            logger.warning(
+                "Could not reach the broker (%s); not publishing for %s s, the sweeper will "
+                "pick the notifications up.",
+                type(error).__name__,
+                pause,
+            )
+
+    def _connection(self):
+        app = drain_outbox.app
+        url = app.conf.broker_url
+        connection = getattr(self._local, "connection", None)
+        if connection is not None and getattr(self._local, "url", None) != url:
+            self._drop_connection()  # the app was pointed at another broker (tests do)
+            connection = None
+        if connection is None:
+            timeout = conf.get("PUBLISH_TIMEOUT_SECONDS")
+            options = {
+                **(app.conf.broker_transport_options or {}),
+                "socket_timeout": timeout,
+                "socket_connect_timeout": timeout,
+                "max_retries": 0,
+            }
+            connection = app.connection_for_write(
+                transport_options=options, connect_timeout=timeout
+            )
+            self._local.connection, self._local.url = connection, url
+        return connection
+
+    def _drop_connection(self) -> None:
+        connection = getattr(self._local, "connection", None)
+        self._local.connection = None
+        if connection is not None:
+            try:
+                connection.release()
+            except Exception:  # already broken; nothing more to free
+                logger.debug("Dropping a broken broker connection failed", exc_info=True)
+
+
+publisher = _Publisher()
+hooks.set_publisher(publisher.request)

@@ -11,6 +11,9 @@ from tests.availability import IN_CI
 # A real browser: Debian's Chromium driven by Playwright.
 from tests.browser import admin_page, browser, page_factory  # noqa: F401  (fixtures)
 
+# Hostile servers: raw TCP that floods or drips replies.
+from tests.hostile import hostile_server  # noqa: F401  (fixture)
+
 # Real processes: a private Redis server and Celery workers on the test database.
 from tests.processes import celery_worker_factory, redis_server  # noqa: F401  (fixtures)
 

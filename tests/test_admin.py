@@ -135,7 +135,7 @@ def test_delivery_log_retry_now_and_cancel(admin_client, plain_smtp_server, conf
         url, {"action": "cancel", "_selected_action": [waiting.pk]}, follow=True
     )
     waiting.refresh_from_db()
-    assert waiting.status == Status.FAILED and "Cancelled by root" in waiting.last_error
+    assert waiting.status == Status.CANCELLED and "Cancelled by root" in waiting.last_error
 
 
 def test_delivery_log_filters_and_searches(admin_client):

@@ -12,7 +12,14 @@ from django.utils import timezone
 
 import notifications
 from notifications import dashboard, services
-from notifications.models import Notification, SmtpSettings, Status, TestRun, WorkerHeartbeat
+from notifications.models import (
+    ConnectBackoff,
+    Notification,
+    SmtpSettings,
+    Status,
+    TestRun,
+    WorkerHeartbeat,
+)
 from tests.smtpserver import PASSWORD, USERNAME
 
 pytestmark = pytest.mark.django_db
@@ -127,7 +134,7 @@ def test_health_needs_only_a_few_queries(django_assert_max_num_queries):
     make_rows(2, status=Status.SENT, sent_at=timezone.now())
     TestRun.objects.create(recipient="a@example.com", ok=True, summary="Delivered.")
     record = SmtpSettings.load()
-    with django_assert_max_num_queries(6):
+    with django_assert_max_num_queries(7):  # + the connection back-off
         health = dashboard.health(settings=record)
     assert health.chart.sent == 2 and health.last_test.ok
 
@@ -148,6 +155,28 @@ def test_no_live_worker_means_nothing_will_be_sent():
     never = dashboard.Workers(alive=0, last_seen=None)
     [warning] = dashboard.warnings(settings=record, workers=never, now=NOW)
     assert warning.message.startswith("No worker has reported yet: nothing will be sent")
+
+
+def test_live_workers_with_fewer_task_slots_than_batch_cap_sending():
+    record = stored_settings(batch=5)
+    services.record_heartbeat(name="celery@a", started_at=NOW, concurrency=2)
+    services.record_heartbeat(name="celery@b", started_at=NOW, concurrency=2)
+    workers = dashboard.worker_summary()
+    assert workers.concurrency == 4
+    [warning] = dashboard.warnings(settings=record, workers=workers, now=NOW)
+    assert warning.field == "batch" and "at most 4 of Batch 5 in flight" in warning.message
+    services.record_heartbeat(name="celery@c", started_at=NOW, concurrency=1)
+    assert dashboard.warnings(settings=record, workers=dashboard.worker_summary(), now=NOW) == []
+
+
+def test_a_server_that_cannot_be_reached_is_said_while_sending_waits():
+    record = stored_settings()
+    ConnectBackoff.objects.create(failures=2, retry_at=NOW, reason="[connect] refused")
+    workers = dashboard.Workers(alive=1, last_seen=NOW)
+    [warning] = dashboard.warnings(settings=record, workers=workers, now=NOW)
+    assert warning.field == "host"
+    assert "could not be reached (2 failed attempts)" in warning.message
+    assert "[connect] refused" in warning.message
 
 
 def test_skip_verify_and_plaintext_login_are_insecure():

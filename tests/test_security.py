@@ -248,7 +248,8 @@ def test_password_never_reaches_database_logs_broker_audit_or_test_report(
     services.deliver()
     refused.refresh_from_db()
     record.refresh_from_db()
-    assert record.paused_reason and refused.last_error and refused.status == Status.QUEUED
+    # Refused at login, before any row was attempted: the row is not charged, the pause says why.
+    assert record.paused_reason and (refused.status, refused.attempts) == (Status.QUEUED, 0)
 
     changes = list(SettingsChange.objects.values_list("changes", flat=True))
     assert {"password": "changed"}.items() <= changes[-1].items()
@@ -264,7 +265,7 @@ def test_password_never_reaches_database_logs_broker_audit_or_test_report(
     }
     assert found == {where: [] for where in found}
     assert len(all_logs) > 20  # the capture really saw the sends, at DEBUG
-    assert "notifications.send_notification" in broker_before  # the dump saw the tasks
+    assert "notifications.drain_outbox" in broker_before  # the dump saw the tasks
 
 
 @pytest.mark.django_db

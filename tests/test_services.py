@@ -13,7 +13,7 @@ from django.utils import timezone
 import notifications
 from notifications import services
 from notifications.exceptions import InvalidNotification
-from notifications.models import Notification, SendSlot, SmtpSettings, Status
+from notifications.models import ConnectBackoff, Notification, SendSlot, SmtpSettings, Status
 from notifications.signals import notification_failed, notification_sent, notify
 from tests.smtpserver import PASSWORD, USERNAME
 
@@ -215,15 +215,31 @@ def test_bad_login_pauses_sending_until_the_settings_are_saved(
     assert services.deliver() == 2
 
 
-def test_unreachable_server_is_a_temporary_failure(closed_port, configure_smtp):
+def test_unreachable_server_backs_off_and_charges_no_row(closed_port, configure_smtp):
     class Closed:
         port, mode = closed_port, "none"
 
     configure_smtp(Closed)
-    [row] = notifications.notify(recipients="a@example.com", subject="s", body="b")
-    services.deliver()
-    row.refresh_from_db()
-    assert row.status == Status.QUEUED and row.attempts == 1 and "[connect]" in row.last_error
+    rows = notifications.notify(
+        recipients=["a@example.com", "b@example.com"], subject="s", body="b"
+    )
+    assert services.deliver() == 0
+    backoff = ConnectBackoff.objects.get()
+    assert backoff.failures == 1 and "[connect]" in backoff.reason
+    assert backoff.retry_at > timezone.now()
+    assert services.deliver() == 0  # backed off: no second connect
+    assert ConnectBackoff.objects.get().failures == 1
+    for row in rows:
+        row.refresh_from_db()
+        assert (row.status, row.attempts, row.last_error) == (Status.QUEUED, 0, "")
+
+
+def test_a_session_that_opens_ends_the_back_off(plain_smtp_server, configure_smtp):
+    configure_smtp(plain_smtp_server)
+    ConnectBackoff.objects.create(failures=3, retry_at=timezone.now(), reason="[connect] down")
+    notifications.notify(recipients="a@example.com", subject="s", body="b")
+    assert services.deliver() == 1
+    assert ConnectBackoff.objects.get().failures == 0
 
 
 def test_attempts_are_bounded(plain_smtp_server, configure_smtp, settings):
@@ -254,13 +270,20 @@ def test_only_one_of_two_racing_claims_wins():
     assert services.claim_batch("token-b", limit=5) == []
 
 
-def test_only_the_claim_owner_records_the_outcome(plain_smtp_server, configure_smtp):
-    settings = configure_smtp(plain_smtp_server)
-    [row] = notifications.notify(recipients="a@example.com", subject="s", body="b")
+def test_only_the_claim_owner_may_start_an_attempt():
+    notifications.notify(recipients="a@example.com", subject="s", body="b")
     [claimed] = services.claim_batch("owner", limit=1)
-    services._record_sent(claimed, "intruder", settings, "<x@y>")
-    row.refresh_from_db()
-    assert row.status == Status.SENDING
+    assert not services.start_attempt(claimed, "intruder")
+    assert services.start_attempt(claimed, "owner")
+    claimed.refresh_from_db()
+    assert (claimed.status, claimed.attempts, claimed.claim_token) == (Status.SENDING, 1, "owner")
+
+
+def test_a_lease_that_ran_out_may_not_start_an_attempt():
+    notifications.notify(recipients="a@example.com", subject="s", body="b")
+    [claimed] = services.claim_batch("slow-worker", limit=1)
+    Notification.objects.update(claimed_until=timezone.now() - timedelta(seconds=1))
+    assert not services.start_attempt(claimed, "slow-worker")
 
 
 def test_an_expired_claim_can_be_taken_over():
@@ -276,7 +299,7 @@ def test_a_row_that_kills_its_worker_every_time_fails_after_its_attempts(setting
     [row] = notifications.notify(recipients="a@example.com", subject="s", body="b")
     for n in range(3):
         [claimed] = services.claim_batch(f"worker-{n}", limit=1)
-        services._start_attempt(claimed, f"worker-{n}")  # ... and the worker dies mid-send
+        services.start_attempt(claimed, f"worker-{n}")  # ... and the worker dies mid-send
         Notification.objects.update(claimed_until=timezone.now() - timedelta(seconds=1))
     assert services.claim_batch("worker-4", limit=1) == []
     row.refresh_from_db()
@@ -288,7 +311,7 @@ def test_rows_claimed_alongside_a_crashing_one_are_not_charged_for_it(settings):
     notifications.notify(recipients=["a@example.com", "b@example.com"], subject="s", body="b")
     for n in range(2):
         first, _second = services.claim_batch(f"worker-{n}", limit=2)
-        services._start_attempt(first, f"worker-{n}")  # the worker dies sending the first one
+        services.start_attempt(first, f"worker-{n}")  # the worker dies sending the first one
         Notification.objects.update(claimed_until=timezone.now() - timedelta(seconds=1))
     [survivor] = services.claim_batch("worker-3", limit=2)
     assert survivor.recipient == "b@example.com" and survivor.attempts == 0
@@ -329,10 +352,13 @@ def test_settings_change_ends_the_session_opened_with_the_old_version(
 ):
     settings.NOTIFICATIONS = {"SETTINGS_CHECK_SECONDS": 0}  # check before every message
     record = configure_smtp(plain_smtp_server)
-    notifications.notify(recipients=["a@example.com", "b@example.com"], subject="s", body="b")
+    # a's outcome is written (and announced) with b's start, so the change applies from c on.
+    recipients = ["a@example.com", "b@example.com", "c@example.com"]
+    notifications.notify(recipients=recipients, subject="s", body="b")
 
     def bump(sender, notification, **kwargs):
-        SmtpSettings.objects.update(version=record.version + 1)
+        if notification.recipient == "a@example.com":
+            SmtpSettings.objects.update(version=record.version + 1)
 
     notification_sent.connect(bump)
     try:

@@ -110,6 +110,13 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "interval_max": 0.2,
     "socket_connect_timeout": 2,
 }
+# A plain `celery -A config worker` must be able to hold Batch SMTP sessions at once: each
+# session is one task, mostly waiting on the network, so a pool of threads (the prefork default
+# gives one process per core and cannot reach Batch 5 on two cores). The settings page warns
+# when the live workers' total concurrency is below Batch.
+CELERY_WORKER_POOL = env.str("CELERY_WORKER_POOL", default="threads")
+CELERY_WORKER_CONCURRENCY = env.int("CELERY_WORKER_CONCURRENCY", default=20)
+# The threads pool ignores time limits; dispatch bounds each message itself (SEND_SECONDS).
 CELERY_TASK_SOFT_TIME_LIMIT = 600
 CELERY_TASK_TIME_LIMIT = 660
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import base64
 import smtplib
+import socket
+import time
+
+from django.utils.translation import gettext as _
 
 MASK = "********"
 _SMTP_VERBS = frozenset(
@@ -38,8 +42,21 @@ def decode(reply: bytes | str) -> str:
     return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
 
 
+#: Most lines and bytes one server reply may have; an endless multi-line reply fails the step.
+MAX_REPLY_LINES = 100
+MAX_REPLY_BYTES = 64 * 1024
+
+
+class ReplyTooLong(smtplib.SMTPException):
+    """The server's reply exceeded MAX_REPLY_LINES or MAX_REPLY_BYTES (a protocol error)."""
+
+
 class _Client(smtplib.SMTP):
-    """smtplib.SMTP keeping a transcript with the AUTH exchange masked (debug output stays off)."""
+    """smtplib.SMTP keeping a transcript with the AUTH exchange masked (debug output stays off).
+
+    Replies are read with bounded memory and time: see ``getreply``. ``deadline`` is an absolute
+    ``time.monotonic()`` that no read may outlast (None: only the per-reply timeout applies).
+    """
 
     def __init__(self, *, timeout: float, transcript: list[str] | None, secrets: tuple[str, ...]):
         # A local_hostname avoids smtplib's socket.getfqdn(), a reverse DNS lookup without timeout.
@@ -47,6 +64,9 @@ class _Client(smtplib.SMTP):
         self.transcript = transcript
         self._secrets = secrets
         self._in_auth = False
+        self.deadline: float | None = None
+        self._received = bytearray()  # read from _received_on but not yet consumed as a line
+        self._received_on: socket.socket | None = None
 
     def note(self, line: str) -> None:
         if self.transcript is not None:
@@ -73,7 +93,32 @@ class _Client(smtplib.SMTP):
         super().send(s)
 
     def getreply(self) -> tuple[int, bytes]:
-        code, reply = super().getreply()
+        """smtplib's getreply, bounded: at most MAX_REPLY_LINES / MAX_REPLY_BYTES, and finished
+        within the timeout and before ``deadline`` however slowly the server drips it in (the
+        time left is each read's socket timeout). Either bound closes the connection."""
+        end = time.monotonic() + self.timeout
+        if self.deadline is not None:
+            end = min(end, self.deadline)
+        lines: list[bytes] = []
+        size = 0
+        while True:
+            line = self._read_line(end, MAX_REPLY_BYTES - size)
+            size += len(line)
+            lines.append(line[4:].strip(b" \t\r\n"))
+            try:
+                code = int(line[:3])
+            except ValueError:
+                code = -1  # not SMTP: do not read on (smtplib does the same)
+                break
+            if line[3:4] != b"-":
+                break
+            if len(lines) >= MAX_REPLY_LINES:
+                self.close()
+                raise ReplyTooLong(
+                    _("The server's reply went on for more than %(lines)s lines.")
+                    % {"lines": MAX_REPLY_LINES}
+                )
+        reply = b"\n".join(lines)
         if code != 334:
             self._in_auth = False
         lines = decode(reply).split("\n")
@@ -81,3 +126,41 @@ class _Client(smtplib.SMTP):
             separator = "-" if index < len(lines) - 1 else " "
             self.note(f"S: {code}{separator}{text}".rstrip())
         return code, reply
+
+    def _read_line(self, end: float, limit: int) -> bytes:
+        """One CRLF-terminated line of at most ``limit`` bytes, read before ``end``."""
+        sock = self.sock
+        if sock is None:
+            raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
+        if self._received_on is not sock:  # a new connection, or STARTTLS: drop what came before
+            self._received, self._received_on = bytearray(), sock
+        previous_timeout = sock.gettimeout()
+        try:
+            while (newline := self._received.find(b"\n")) < 0:
+                if len(self._received) >= limit:
+                    self.close()
+                    raise ReplyTooLong(
+                        _("The server's reply was longer than %(size)s KB.")
+                        % {"size": MAX_REPLY_BYTES // 1024}
+                    )
+                try:
+                    remaining = end - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError("the reply did not arrive in time")
+                    sock.settimeout(remaining)
+                    chunk = sock.recv(4096)
+                except OSError as exc:
+                    self.close()
+                    raise smtplib.SMTPServerDisconnected(
+                        f"Connection unexpectedly closed: {exc}"
+                    ) from exc
+                if not chunk:
+                    self.close()
+                    raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
+                self._received += chunk
+        finally:
+            if self.sock is sock:
+                sock.settimeout(previous_timeout)
+        line = bytes(self._received[: newline + 1])
+        del self._received[: newline + 1]
+        return line

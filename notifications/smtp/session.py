@@ -56,6 +56,7 @@ class SmtpSession:
         self._client = _Client(
             timeout=config.timeout, transcript=self.recorder.transcript, secrets=self._secrets
         )
+        self._client.deadline = deadline
         self._addresses: list[tuple[Any, ...]] = []
         self._timeout = config.timeout
 
@@ -94,15 +95,35 @@ class SmtpSession:
             self._client.close()
             raise
 
-    def send(self, message: EmailMessage, *, envelope_from: str, recipient: str) -> str:
-        """MAIL FROM, RCPT TO, DATA; returns the server's final reply text."""
+    def send(
+        self,
+        message: EmailMessage | bytes,
+        *,
+        envelope_from: str,
+        recipient: str,
+        deadline: float | None = None,
+    ) -> str:
+        """MAIL FROM, RCPT TO, DATA; returns the server's final reply text.
+
+        ``message`` is an EmailMessage or its bytes with CRLF line endings. ``deadline`` (an
+        absolute ``time.monotonic()``) bounds the whole exchange, however the server drips.
+        """
         client = self._client
         if client.sock is None:
             raise SmtpTemporaryError(_("The SMTP connection is closed."), step="mail")
         envelope_from = self._envelope(envelope_from, "mail")
         recipient = self._envelope(recipient, "rcpt")
-        data = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+        if isinstance(message, bytes):
+            data = message
+        else:
+            data = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
         options = ["BODY=8BITMIME"] if not data.isascii() and client.has_extn("8bitmime") else []
+        session_deadline = self._deadline
+        if deadline is not None:
+            self._deadline = (
+                deadline if session_deadline is None else min(deadline, session_deadline)
+            )
+        client.deadline = self._deadline
         try:
             with self._step("mail") as step:
                 self._expect(step, client.mail(envelope_from, options), 250)
@@ -114,6 +135,8 @@ class SmtpSession:
             if exc.code is not None:
                 self._reset()
             raise
+        finally:
+            self._deadline = client.deadline = session_deadline
         return step.reply
 
     def quit(self) -> None:

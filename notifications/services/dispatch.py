@@ -1,0 +1,407 @@
+"""The send pipeline: a worker takes a Batch slot, opens one SMTP session, then streams due rows
+through it: claim a few, and for each attempt, send, record.
+
+Shape (Django's ``EmailBackend.send_messages`` is the model)::
+
+    with open_session(config) as session:
+        for row in claimed rows:
+            attempt(session, row)
+
+The session opens before any row is claimed, so an unreachable server charges no row; a failed
+connection backs every worker off (``leases.may_connect``). On the hot path each message costs
+one durable write: its outcome, written in the same transaction as the next row's attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from notifications import conf
+from notifications.exceptions import (
+    NotificationsError,
+    SmtpConfigurationError,
+    SmtpError,
+    SmtpPermanentError,
+    SmtpTemporaryError,
+)
+from notifications.models import Notification, SmtpSettings, Status
+from notifications.services import leases
+from notifications.services.hooks import request_sessions, send_robust
+from notifications.services.settings import pause
+from notifications.signals import notification_failed, notification_sent
+
+logger = logging.getLogger("notifications.services")
+
+
+def deliver(*, prefer: int | None = None) -> int:
+    """Send due notifications while a send slot is free; returns how many were sent.
+
+    Holds at most one slot at a time, so at most Batch of these run SMTP sessions at once. After
+    giving its slot back it looks again, so a row whose own task found every slot taken is never
+    left waiting for the sweeper. ``prefer`` is a row a task was enqueued for: when it is no
+    longer due, another worker took it and there is nothing to do.
+    """
+    if prefer is not None and not Notification.objects.due().filter(pk=prefer).exists():
+        return 0
+    sent = 0
+    budget_end = time.monotonic() + conf.get("DRAIN_SECONDS")
+    while time.monotonic() < budget_end:
+        settings = SmtpSettings.load()
+        if settings.paused_reason or not settings.is_configured:
+            break
+        if not Notification.objects.due().exists():
+            break
+        token = uuid.uuid4().hex
+        slot = leases.acquire_slot(token, settings.batch)
+        if slot is None:
+            break
+        try:
+            drained = _one_session(settings, slot, token, budget_end)
+        finally:
+            leases.release_slot(slot, token)
+        if drained is None:  # could not connect: backed off, or paused
+            break
+        sent += drained
+    return sent
+
+
+def _one_session(settings: SmtpSettings, slot: int, token: str, budget_end: float) -> int | None:
+    """Open a session (or return None: backed off, paused) and drain due rows through it."""
+    from notifications.smtp import open_session
+
+    if not leases.may_connect():
+        return None
+    config = None
+    started = time.monotonic()
+    try:
+        config = settings.to_smtp_config()
+        session = open_session(config)
+    except SmtpConfigurationError as error:
+        pause(settings.version, describe(error, config))
+        return None
+    except SmtpError as error:
+        reason = describe(error, config)
+        delay = leases.connect_failed(reason)
+        logger.warning(
+            "Could not open an SMTP session to %s:%s after %s ms: %s; trying again in %.0f s "
+            "(no notification is charged for it)",
+            settings.host,
+            settings.port,
+            round((time.monotonic() - started) * 1000),
+            reason,
+            delay,
+        )
+        return None
+    except NotificationsError as error:  # e.g. the password cannot be decrypted
+        pause(settings.version, describe(_as_configuration_error(error), config))
+        return None
+    leases.connect_succeeded()
+    _ask_for_more_sessions(settings.batch)
+    with session:
+        return _Drain(session, config, settings, slot, token, budget_end).run()
+
+
+def _ask_for_more_sessions(batch: int) -> None:
+    """A burst wants more than this session: ask for drain tasks for the other free slots."""
+    if batch <= 1:
+        return
+    claim = conf.get("CLAIM_BATCH")
+    due = len(Notification.objects.due().values_list("pk", flat=True)[: batch * claim])
+    wanted = min(leases.free_slots(batch), math.ceil(due / claim) - 1)
+    request_sessions(wanted)
+
+
+@dataclass
+class _Outcome:
+    """What to write for one attempted row, and what to say about it once written."""
+
+    row: Notification
+    kind: str  # "sent" | "retry" | "failed" | "paused"
+    started: float
+    fields: dict = field(default_factory=dict)
+    error: SmtpError | None = None
+    reason: str = ""
+
+
+class _Drain:
+    """The rows of one session: claimed a few at a time, each attempted, sent and recorded.
+
+    The settings are re-read every SETTINGS_CHECK_SECONDS (a changed version, a pause, or a Batch
+    lowered below this slot ends the session) and the leases held renewed every quarter lease:
+    both by time, never per message.
+    """
+
+    def __init__(self, session, config, settings, slot: int, token: str, budget_end: float):
+        self.session, self.config, self.settings = session, config, settings
+        self.slot, self.token, self.budget_end = slot, token, budget_end
+        self.claimed: deque[Notification] = deque()
+        self.pending: _Outcome | None = None  # written with the next attempt's start
+        self.sent = 0
+
+    def run(self) -> int:
+        remaining = conf.get("MESSAGES_PER_SESSION")
+        lease = conf.get("LEASE_SECONDS")
+        next_check = next_renewal = time.monotonic()
+        try:
+            while remaining > 0 and time.monotonic() < self.budget_end:
+                now = time.monotonic()
+                if now >= next_check:
+                    if not self._settings_current():
+                        break
+                    next_check = now + conf.get("SETTINGS_CHECK_SECONDS")
+                if now >= next_renewal:
+                    if not leases.renew(self.token, self.slot):
+                        break
+                    next_renewal = now + lease / 4
+                if not self.claimed:
+                    self._write(None)  # nothing to start: write the last outcome now
+                    limit = min(remaining, conf.get("CLAIM_BATCH"))
+                    self.claimed.extend(leases.claim_batch(self.token, limit=limit))
+                    if not self.claimed:
+                        if _more_arrive_soon(self.budget_end):
+                            continue
+                        break
+                row = self.claimed.popleft()
+                if not self._write(row):
+                    logger.warning("Notification %s: claim lost before sending; skipped", row.pk)
+                    continue
+                remaining -= 1
+                self.pending = self._attempt(row)
+                if self.pending.kind == "paused" or not self._still_usable(self.pending.error):
+                    break
+        finally:
+            self._write(None)
+            leases.unclaim(list(self.claimed), self.token)
+        return self.sent
+
+    def _settings_current(self) -> bool:
+        current = (
+            SmtpSettings.objects.filter(pk=self.settings.pk)
+            .values_list("version", "batch", "paused_reason")
+            .first()
+        )
+        return not (
+            current is None
+            or current[0] != self.settings.version
+            or current[2]
+            or self.slot > current[1]
+        )
+
+    def _attempt(self, row: Notification) -> _Outcome:
+        started = time.monotonic()
+        try:
+            message = _message_or_permanent_error(row, self.config.from_address)
+            row.message_id = message["Message-ID"]
+            self.session.send(
+                message,
+                envelope_from=_envelope_address(self.config.from_address),
+                recipient=row.recipient,
+                deadline=started + leases.message_seconds(),
+            )
+        except SmtpError as exc:
+            return self._failure(row, exc, started)
+        except NotificationsError as exc:  # e.g. the password cannot be decrypted
+            return self._failure(row, _as_configuration_error(exc), started)
+        except Exception as exc:  # a bug: retry, bounded
+            logger.exception("Unexpected error while sending notification %s", row.pk)
+            return self._failure(row, _unexpected(exc), started)
+        fields = {
+            "sent_at": timezone.now(),
+            "message_id": row.message_id,
+            "last_error": "",
+            "settings_version": self.settings.version,
+        }
+        return _Outcome(row, "sent", started, fields)
+
+    def _failure(self, row: Notification, error: SmtpError, started: float) -> _Outcome:
+        """Reschedule, fail or pause, by the kind of error."""
+        now = timezone.now()
+        reason = describe(error, self.config)
+        base = {"last_error": reason, "message_id": row.message_id}
+        if isinstance(error, SmtpConfigurationError):
+            # Not this message's fault: give the attempt back and pause until the settings change.
+            fields = {**base, "attempts": F("attempts") - 1, "next_attempt_at": now}
+            return _Outcome(row, "paused", started, fields, error, reason)
+        if isinstance(error, SmtpPermanentError) or _exhausted(row, now):
+            fields = {**base, "settings_version": self.settings.version}
+            return _Outcome(row, "failed", started, fields, error, reason)
+        delay = retry_delay(row.attempts)
+        fields = {**base, "next_attempt_at": now + timedelta(seconds=delay)}
+        return _Outcome(row, "retry", started, fields, error, reason)
+
+    def _still_usable(self, error: SmtpError | None) -> bool:
+        """After a failed message: whether the connection can carry the next one."""
+        return error is None or error.step == "message" or self.session.is_alive()
+
+    def _write(self, upcoming: Notification | None) -> bool:
+        """Write the pending outcome and start ``upcoming``'s attempt in one transaction.
+
+        Returns whether ``upcoming`` is still ours to send (False when it is None).
+        """
+        outcome, self.pending = self.pending, None
+        if outcome is None and upcoming is None:
+            return False
+        with transaction.atomic() if outcome is not None else leases.bookkeeping():
+            written = self._record(outcome) if outcome is not None else ""
+            started = bool(upcoming and leases.start_attempt_query(upcoming, self.token))
+        if started:
+            upcoming.attempts += 1
+        if outcome is not None:
+            self._announce(outcome, written)
+        return started
+
+    def _record(self, outcome: _Outcome) -> str:
+        """The outcome's update; returns what the log calls it ("" when the claim was lost)."""
+        row = outcome.row
+        owned = Notification.objects.owned(self.token).filter(pk=row.pk)
+        status = {
+            "sent": Status.SENT,
+            "retry": Status.QUEUED,
+            "paused": Status.QUEUED,
+            "failed": Status.FAILED,
+        }[outcome.kind]
+        if owned.release(status, **outcome.fields):
+            return outcome.kind
+        if outcome.kind == "sent":
+            # The server took it: say so even though the claim passed on (a lease outlived by a
+            # stalled database), so that the row is neither sent again nor called a crash.
+            if (
+                Notification.objects.filter(pk=row.pk)
+                .exclude(status=Status.SENT)
+                .release(Status.SENT, **outcome.fields)
+            ):
+                return "sent-claim-lost"
+        return ""
+
+    def _announce(self, outcome: _Outcome, written: str) -> None:
+        """Signals, the pause and the log line of an outcome just written."""
+        row = outcome.row
+        if outcome.kind == "paused":
+            row.attempts -= 1  # given back, so the log agrees with the row
+            pause(self.settings.version, outcome.reason)
+        if written in ("sent", "sent-claim-lost"):
+            self.sent += 1
+            row.status, row.sent_at = Status.SENT, outcome.fields["sent_at"]
+            row.settings_version = self.settings.version
+            send_robust(notification_sent, sender=Notification, notification=row)
+        elif written == "failed":
+            row.status, row.last_error = Status.FAILED, outcome.reason
+            logger.warning("Notification %s failed: %s", row.pk, outcome.reason)
+            send_robust(
+                notification_failed, sender=Notification, notification=row, error=outcome.reason
+            )
+        _log_attempt(row, self.settings, outcome, written or "claim-lost")
+
+
+def _more_arrive_soon(budget_end: float) -> bool:
+    """Keep an open session a moment for rows still arriving, rather than reconnecting for each.
+
+    The callers' drain requests are only hints; a trickle of notifications is served by the
+    sessions already open.
+    """
+    idle_end = min(budget_end, time.monotonic() + conf.get("SESSION_IDLE_SECONDS"))
+    while time.monotonic() < idle_end:
+        time.sleep(conf.get("IDLE_POLL_SECONDS"))
+        if Notification.objects.due().exists():
+            return True
+    return False
+
+
+def message_for(row: Notification, *, from_address: str):
+    """The email a stored notification becomes, sent from ``from_address``."""
+    from notifications.smtp import build_message
+
+    return build_message(
+        from_address=from_address,
+        to=row.recipient,
+        subject=row.subject,
+        body=row.body,
+        html_body=row.html_body or None,
+        reply_to=row.reply_to or None,
+        message_id=row.message_id or None,
+        headers=row.headers or None,
+    )
+
+
+def _message_or_permanent_error(row: Notification, from_address: str):
+    try:
+        return message_for(row, from_address=from_address)
+    except ValueError as error:  # this row can never become a message: no point retrying
+        raise SmtpPermanentError(str(error), step="message") from None
+
+
+def _envelope_address(from_address: str) -> str:
+    from notifications.smtp import envelope_address
+
+    return envelope_address(from_address)
+
+
+def _as_configuration_error(error: NotificationsError) -> SmtpConfigurationError:
+    return SmtpConfigurationError(str(error), step="config")
+
+
+def _unexpected(error: Exception) -> SmtpError:
+    return SmtpTemporaryError(
+        f"Unexpected {type(error).__name__} while sending; see the worker log.", step="internal"
+    )
+
+
+def describe(error: SmtpError, config=None) -> str:
+    """The error as the delivery log and the settings page show it: step, reply, hint; no secret."""
+    parts = [f"[{error.step}]"]
+    if error.code:
+        parts.append(str(error.code))
+    parts.append(str(error))
+    if error.hint:
+        parts.append(str(error.hint))
+    text = " ".join(parts)
+    password = getattr(config, "password", "")
+    return text.replace(password, "********") if password else text
+
+
+def _log_attempt(row: Notification, settings, outcome: _Outcome, written: str) -> None:
+    """One structured line per delivery attempt; no recipient address, no secret."""
+    error = outcome.error
+    fields = {
+        "notification_id": row.pk,
+        "settings_version": settings.version,
+        "host": settings.host,
+        "port": settings.port,
+        "security": settings.security,
+        "reply_code": error.code if error is not None else 250,
+        "step": error.step if error is not None else "",
+        "attempt": row.attempts,
+        "duration_ms": round((time.monotonic() - outcome.started) * 1000),
+        "outcome": written,
+    }
+    logger.log(
+        logging.INFO if written.startswith("sent") or written == "retry" else logging.WARNING,
+        "delivery attempt %(notification_id)s: %(outcome)s (code %(reply_code)s%(step_text)s) "
+        "via %(host)s:%(port)s/%(security)s, attempt %(attempt)s, %(duration_ms)s ms, "
+        "settings v%(settings_version)s",
+        {**fields, "step_text": f" at {fields['step']}" if fields["step"] else ""},
+        extra=fields,
+    )
+
+
+def _exhausted(row: Notification, now) -> bool:
+    too_old = (now - row.created_at).total_seconds() >= conf.get("MAX_AGE_SECONDS")
+    return row.attempts >= conf.get("MAX_ATTEMPTS") or too_old
+
+
+def retry_delay(attempts: int) -> float:
+    """Exponential backoff with jitter: about RETRY_BASE doubling per attempt, capped."""
+    base = conf.get("RETRY_BASE_SECONDS") * 2 ** max(0, attempts - 1)
+    capped = min(base, conf.get("RETRY_MAX_SECONDS"))
+    return capped * random.uniform(0.8, 1.2)  # noqa: S311  (jitter, not security)

@@ -1,0 +1,95 @@
+"""Hostile replies: an endless one costs bounded memory; a dripping one ends in time."""
+
+from __future__ import annotations
+
+import time
+import tracemalloc
+
+import pytest
+
+from notifications.exceptions import SmtpTemporaryError
+from notifications.smtp import SmtpConfig, build_message, diagnose, open_session
+from tests.hostile import drip, flood
+
+TO = "rcpt@example.org"
+#: Far more than bounded reading needs; an unbounded one grows by hundreds of MB a second.
+MEMORY_BOUND = 5 * 1024 * 1024
+
+
+def config_for(port: int, *, timeout: float = 5.0) -> SmtpConfig:
+    return SmtpConfig(
+        host="127.0.0.1",
+        port=port,
+        security="none",
+        username="",
+        password="",
+        from_address="sender@example.com",
+        timeout=timeout,
+    )
+
+
+def message():
+    return build_message(from_address="sender@example.com", to=TO, subject="Hi", body="Body")
+
+
+def peak_memory_of(action) -> int:
+    tracemalloc.start()
+    try:
+        action()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_endless_greeting_fails_the_greeting_with_bounded_memory(hostile_server) -> None:
+    server = hostile_server(flood, at="greeting")
+    reports = []
+    peak = peak_memory_of(lambda: reports.append(diagnose(config_for(server.port), to=TO)))
+    [report] = reports
+    assert report.failed_step == "greeting"
+    assert "100 lines" in report.error
+    assert peak < MEMORY_BOUND
+
+
+def test_endless_data_reply_fails_the_message_with_bounded_memory(hostile_server) -> None:
+    server = hostile_server(lambda sock, stop: flood(sock, stop, code=b"250"))
+    session = open_session(config_for(server.port))
+
+    def send() -> None:
+        with pytest.raises(SmtpTemporaryError) as raised:
+            session.send(message(), envelope_from="sender@example.com", recipient=TO)
+        assert raised.value.step == "data"
+
+    assert peak_memory_of(send) < MEMORY_BOUND
+    session.close()
+
+
+def test_dripping_greeting_ends_at_the_diagnosis_deadline(hostile_server) -> None:
+    server = hostile_server(drip(0.2, code=b"220"), at="greeting")
+    started = time.monotonic()
+    report = diagnose(config_for(server.port, timeout=30), to=TO, deadline=3)
+    assert report.failed_step == "greeting"
+    assert 2.0 <= time.monotonic() - started <= 4.0
+
+
+def test_dripping_data_reply_ends_at_the_send_deadline(hostile_server) -> None:
+    server = hostile_server(drip(0.2))
+    session = open_session(config_for(server.port, timeout=30))
+    started = time.monotonic()
+    with pytest.raises(SmtpTemporaryError) as raised:
+        session.send(
+            message(), envelope_from="sender@example.com", recipient=TO, deadline=started + 2
+        )
+    assert raised.value.step == "data"
+    assert 1.0 <= time.monotonic() - started <= 3.0
+    session.close()
+
+
+def test_dripping_reply_without_a_deadline_ends_at_the_timeout(hostile_server) -> None:
+    server = hostile_server(drip(0.2))
+    session = open_session(config_for(server.port, timeout=2))
+    started = time.monotonic()
+    with pytest.raises(SmtpTemporaryError, match="no reply"):
+        session.send(message(), envelope_from="sender@example.com", recipient=TO)
+    assert 1.0 <= time.monotonic() - started <= 3.0
+    session.close()
