@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
@@ -15,6 +18,20 @@ from notifications.smtp import DiagnosticReport, DiagnosticStep
 from notifications.validators import validate_recipient
 
 ICONS = {"ok": "✓", "failed": "✗"}  # anything else (skipped, not run) is "–"
+#: Logs each failed step at INFO for the server's log; here the table says it already.
+SMTP_LOGGER = "notifications.smtp"
+
+
+@contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    """Let only warnings and errors of logger ``name`` through while the block runs."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(max(logging.WARNING, logger.getEffectiveLevel()))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 class Command(BaseCommand):
@@ -46,15 +63,22 @@ class Command(BaseCommand):
                 )
             )
         try:
-            report = diagnosis.run_test(settings=settings, to=to)
+            with _quiet(SMTP_LOGGER):
+                report = diagnosis.run_test(settings=settings, to=to)
         except NotificationsError as error:  # e.g. the stored password cannot be decrypted
             raise CommandError(str(error)) from None
         if options["json"]:
             self.stdout.write(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))
-        else:
-            self._print(report)
-        if not report.ok:
-            raise CommandError(diagnosis.outcome(report))
+            if not report.ok:
+                raise CommandError(diagnosis.outcome(report))
+            return
+        self._print(report)
+        if not report.ok:  # the table above already gave the error and the hint
+            raise CommandError(
+                _("Failed at %(step)s.") % {"step": report.step(report.failed_step).label}
+                if report.failed_step
+                else diagnosis.outcome(report)
+            )
 
     def _print(self, report: DiagnosticReport) -> None:
         width = max(len(str(step.label)) for step in report.steps)
