@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.translation import gettext as _
 
+from config.logging import quiet
 from notifications import diagnosis
 from notifications.exceptions import NotificationsError
 from notifications.models import SmtpSettings
@@ -20,18 +18,6 @@ from notifications.validators import validate_recipient
 ICONS = {"ok": "✓", "failed": "✗"}  # anything else (skipped, not run) is "–"
 #: Logs each failed step at INFO for the server's log; here the table says it already.
 SMTP_LOGGER = "notifications.smtp"
-
-
-@contextmanager
-def _quiet(name: str) -> Iterator[None]:
-    """Let only warnings and errors of logger ``name`` through while the block runs."""
-    logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(max(logging.WARNING, logger.getEffectiveLevel()))
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 class Command(BaseCommand):
@@ -63,7 +49,7 @@ class Command(BaseCommand):
                 )
             )
         try:
-            with _quiet(SMTP_LOGGER):
+            with quiet(SMTP_LOGGER):
                 report = diagnosis.run_test(settings=settings, to=to)
         except NotificationsError as error:  # e.g. the stored password cannot be decrypted
             raise CommandError(str(error)) from None
