@@ -5,23 +5,33 @@ PY := $(VENV)/bin/python
 
 .PHONY: run test lint format install install-dev messages screenshots bench
 
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+
+# Quiet: `make run` should end with its own summary, not with pip's progress.
 $(VENV)/.installed: requirements.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
-	touch $@
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "Installing the requirements into $(VENV)/ ..."
+	@$(PIP) --upgrade pip
+	@$(PIP) -r requirements.txt
+	@touch $@
 
 $(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed
-	$(PY) -m pip install --quiet -r requirements-dev.txt
-	touch $@
+	@$(PIP) -r requirements-dev.txt
+	@touch $@
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
+# The web server's and the sink's ports: `make run PORT=8001 SINK_PORT=8026` runs a second
+# checkout beside the first. SINK_AUTH=1 makes the sink offer a login (see the README).
+PORT ?= 8000
+SINK_PORT ?= 8025
+export PORT SINK_PORT
+
 run: install
-	$(PY) manage.py migrate --noinput
-	$(PY) manage.py ensure_admin
-	$(PY) manage.py rundev
+	@$(PY) manage.py migrate --noinput -v 0
+	@$(PY) manage.py ensure_admin
+	@$(PY) manage.py rundev
 
 lint: install-dev
 	$(VENV)/bin/ruff check .

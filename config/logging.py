@@ -1,9 +1,12 @@
-"""Log formatting: one JSON object per line (LOG_FORMAT=json), with the record's extra fields."""
+"""Log formatting: one JSON object per line (LOG_FORMAT=json), with the record's extra fields;
+and ``quiet()``, for commands whose own output already says what a logger would."""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,3 +44,15 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
         return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+@contextmanager
+def quiet(name: str) -> Iterator[None]:
+    """Let only warnings and errors of logger ``name`` through while the block runs."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(max(logging.WARNING, logger.getEffectiveLevel()))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

@@ -7,15 +7,15 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 from django.views.generic import RedirectView
 
-from notifications import health
+from notifications import health, password_reset
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
     # Django's admin shows "Forgotten your password?" when these exist; the mail goes through
-    # the outbox like every other.
+    # the outbox like every other, throttled per address and per client.
     path(
         "admin/password_reset/",
-        auth_views.PasswordResetView.as_view(),
+        password_reset.PasswordResetView.as_view(),
         name="admin_password_reset",
     ),
     path(

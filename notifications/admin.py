@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponseRedirect
 from django.template.loader import render_to_string
 from django.urls import path, reverse
@@ -93,15 +94,19 @@ class SmtpSettingsAdmin(admin.ModelAdmin):
 
     def changelist_view(self, request: HttpRequest, extra_context=None):
         """There is one record: the list would be a list of one, so go straight to it."""
-        SmtpSettings.load()
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
         return HttpResponseRedirect(
             reverse("admin:notifications_smtpsettings_change", args=[SmtpSettings.SINGLETON_PK])
         )
 
     def get_object(self, request: HttpRequest, object_id: str, from_field=None):
-        if str(object_id) == str(SmtpSettings.SINGLETON_PK):
-            return SmtpSettings.load()
-        return None
+        if str(object_id) != str(SmtpSettings.SINGLETON_PK):
+            return None
+        if not self.has_view_or_change_permission(request):
+            # Django answers 403 for it; a visit without permission must not create the record.
+            return SmtpSettings(pk=SmtpSettings.SINGLETON_PK)
+        return SmtpSettings.load()
 
     def get_urls(self):
         """The "Send test email" view, ahead of the catch-all ``<object_id>/`` of the defaults."""

@@ -51,6 +51,9 @@ DEFAULTS: dict[str, Any] = {
     # Send test email: most runs per administrator per minute, and the overall bound on one run.
     "TEST_EMAILS_PER_MINUTE": 5,
     "TEST_DEADLINE_SECONDS": 30,
+    # Anonymous password-reset mail: most per address, and per client (IP), in an hour.
+    "PASSWORD_RESETS_PER_ADDRESS": 3,
+    "PASSWORD_RESETS_PER_CLIENT": 10,
 }
 
 

@@ -7,6 +7,7 @@ what only a person filling it in needs: the preset picker and the password's wri
 from __future__ import annotations
 
 from django import forms
+from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
 from notifications.models import SmtpSettings
@@ -59,17 +60,16 @@ class SmtpSettingsForm(forms.ModelForm):
                 "remove_password",
                 _("Either type a new password or tick “remove”, not both."),
             )
-        elif (
-            cleaned.get("username")
-            and not password
-            and (cleaned.get("remove_password") or not self.instance.has_password)
-        ):
-            self.add_error(
-                "password",
-                _("Enter the password (or authorization code) for %(username)s.")
-                % {"username": cleaned["username"]},
-            )
         return cleaned
+
+    def _post_clean(self):
+        """After the model's own rules, the one that needs the typed password too."""
+        super()._post_clean()
+        if "password" in self.cleaned_data and "remove_password" not in self.errors:
+            try:
+                self.instance.validate_password_change(self.new_password)
+            except ValidationError as error:
+                self._update_errors(error)
 
     @property
     def new_password(self) -> str | None:

@@ -224,22 +224,35 @@ class SmtpSettings(models.Model):
         # One spelling of the same PEM, so that re-saving an unchanged form records no change.
         self.ca_pem = self.ca_pem.strip()
         errors: dict[str, list] = {}
+        if not self.host:
+            # An empty host would silently stop all sending; there is no "unconfigure" on purpose.
+            errors.setdefault("host", []).append(
+                ValidationError(
+                    _("Enter the SMTP server's host name or IP address."), code="host_required"
+                )
+            )
         expected = PORT_SECURITY.get(self.port)
         if expected and self.security != expected:
             errors.setdefault("security", []).append(self._port_mismatch_message(expected))
         if self.username and self.security == Security.NONE and not self.allow_plaintext_login:
             errors.setdefault("security", []).append(
-                _(
-                    "A login over an unencrypted connection would send the password in clear "
-                    "text. Choose SSL/TLS or STARTTLS, or tick “allow plaintext login” if this "
-                    "is a trusted relay."
+                ValidationError(
+                    _(
+                        "A login over an unencrypted connection would send the password in "
+                        "clear text. Choose SSL/TLS or STARTTLS, or tick “allow plaintext login” "
+                        "if this is a trusted relay."
+                    ),
+                    code="plaintext_login",
                 )
             )
         if self.uses_oauth:
             self._check_oauth(errors)
         if self.host and not self.from_address:
             errors.setdefault("from_address", []).append(
-                _("Enter the sender address (From) that notifications are sent from.")
+                ValidationError(
+                    _("Enter the sender address (From) that notifications are sent from."),
+                    code="from_required",
+                )
             )
         if errors:
             raise ValidationError(errors)
@@ -269,6 +282,24 @@ class SmtpSettings(models.Model):
         elif not self.has_service_account:
             errors.setdefault("service_account", []).append(
                 _("Upload the service account's JSON key.")
+            )
+
+    def validate_password_change(self, new_password: str | None) -> None:
+        """Refuse a login without a password, ``new_password`` meaning what save_settings takes.
+
+        Separate from clean(): the typed password is not a field of the model. The form and the
+        ``smtp_settings`` command both call it, so neither can store a username alone.
+        """
+        will_have_password = bool(new_password) if new_password is not None else self.has_password
+        if self.username and not self.uses_oauth and not will_have_password:
+            raise ValidationError(
+                {
+                    "password": ValidationError(
+                        _("Enter the password (or authorization code) for %(username)s."),
+                        code="password_required",
+                        params={"username": self.username},
+                    )
+                }
             )
 
     def _port_mismatch_message(self, expected: str):

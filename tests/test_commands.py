@@ -7,7 +7,7 @@ import io
 import pytest
 from django.core.management import CommandError, call_command
 
-from notifications.models import SettingsChange, SmtpSettings
+from notifications.models import Notification, SettingsChange, SmtpSettings
 
 pytestmark = pytest.mark.django_db
 
@@ -102,3 +102,70 @@ def test_ca_from_a_file_is_stored_so_an_unchanged_admin_save_records_no_change(t
     record.ca_pem = smtp_pki.ca_pem.strip()  # what the admin form's stripped field gives back
     change = services.save_settings(record, source="admin")
     assert "ca_pem" not in change.changes
+
+
+def test_refuses_a_login_without_a_password_naming_the_flag():
+    with pytest.raises(CommandError) as raised:
+        run("--host", "smtp.example.com", "--from", "a@example.com", "--username", "me")
+    assert "--password-stdin: a login needs its password" in str(raised.value)
+    assert SmtpSettings.load().version == 0
+
+
+def test_a_login_keeps_a_stored_password_when_none_is_given(monkeypatch):
+    run(
+        "--host",
+        "smtp.example.com",
+        "--from",
+        "a@example.com",
+        "--username",
+        "me",
+        "--password-stdin",
+        stdin="secret\n",
+        monkeypatch=monkeypatch,
+    )
+    run("--username", "someone-else")
+    assert SmtpSettings.load().username == "someone-else"
+
+
+def test_an_empty_host_is_refused_rather_than_silently_stopping_sending():
+    run("--host", "smtp.example.com", "--from", "a@example.com")
+    with pytest.raises(CommandError) as raised:
+        run("--host", "")
+    assert "--host: give the SMTP server's name or IP address" in str(raised.value)
+    assert SmtpSettings.load().host == "smtp.example.com"
+
+
+def test_plaintext_login_refusal_names_the_flags_not_the_form():
+    with pytest.raises(CommandError) as raised:
+        run(
+            *("--host", "relay.example.com", "--port", "25", "--security", "none"),
+            *("--from", "a@example.com", "--username", "me"),
+        )
+    message = str(raised.value)
+    assert "--allow-plaintext-login" in message
+    assert "tick" not in message
+
+
+def test_skip_verify_and_verify_together_are_refused():
+    with pytest.raises(CommandError, match="not allowed with argument"):
+        run("--host", "smtp.example.com", "--from", "a@example.com", "--skip-verify", "--verify")
+    assert SmtpSettings.load().version == 0
+
+
+@pytest.fixture
+def outbox_backend(settings):
+    settings.EMAIL_BACKEND = "notifications.backends.OutboxEmailBackend"  # pytest-django's locmem
+
+
+def test_sendtestemail_says_what_it_queued(outbox_backend):
+    out = io.StringIO()
+    call_command("sendtestemail", "a@example.com", "b@example.com", stdout=out)
+    assert out.getvalue() == "Queued 2 messages; see the delivery log.\n"
+    assert Notification.objects.count() == 2
+
+
+def test_sendtestemail_refuses_a_bad_address_in_one_line(outbox_backend):
+    with pytest.raises(CommandError) as raised:
+        call_command("sendtestemail", "bad", stdout=io.StringIO())
+    assert str(raised.value) == "recipients: “bad” is not an email address: use name@example.com."
+    assert Notification.objects.count() == 0

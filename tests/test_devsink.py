@@ -9,8 +9,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from django.urls import reverse
 
-from devsink.management.commands.run_dev_sink import SinkHandler
 from devsink.models import ReceivedMessage
+from devsink.sink import SinkHandler
 from tests.loopback import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)

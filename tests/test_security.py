@@ -434,6 +434,20 @@ def test_staff_without_permission_get_403_on_settings_delivery_log_and_test_endp
 
 
 @pytest.mark.django_db
+def test_staff_without_permission_get_403_from_the_settings_list_and_create_no_record(
+    staff_client,
+):
+    client = staff_client()
+    for url in [reverse("admin:notifications_smtpsettings_changelist"), CHANGE_URL]:
+        assert client.get(url).status_code == 403, url
+    assert not SmtpSettings.objects.exists()
+    # With permission, the list of one goes straight to the record.
+    allowed = staff_client("view_smtpsettings")
+    response = allowed.get(reverse("admin:notifications_smtpsettings_changelist"))
+    assert (response.status_code, response["Location"]) == (302, CHANGE_URL)
+
+
+@pytest.mark.django_db
 def test_view_only_staff_can_read_but_not_change_settings_test_or_act_on_the_log(
     staff_client, plain_smtp_server
 ):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -52,16 +53,21 @@ def test_success_prints_each_step_and_exits_0(plain_smtp_server, configure_smtp)
 
 
 def test_failure_exits_non_zero_naming_the_step_and_its_hint(
-    login_server, configure_smtp, smtp_pki
+    login_server, configure_smtp, smtp_pki, caplog
 ):
     configure_smtp(login_server, pki=smtp_pki, username=USERNAME, password="wrong-password")
+    caplog.set_level(logging.INFO)
     out, failure = run_failing("--to", TO)
     assert failure.returncode == 1
-    assert str(failure).startswith("Failed at Login (AUTH): Check the username and password.")
+    assert str(failure) == "Failed at Login (AUTH)."
     assert any(line.startswith("✗ Login (AUTH)") and "535" in line for line in out.splitlines())
+    # The hint once, under its step; the exit message does not repeat it.
+    assert out.count("Check the username and password.") == 1
     assert "Hint: Check the username and password." in out
     assert "– Sender (MAIL FROM)" in out
     assert not login_server.messages
+    # No log line above the table saying what the table says.
+    assert not [record for record in caplog.records if record.name == "notifications.smtp"]
 
 
 def test_json_is_the_report_for_scripts(login_server):

@@ -36,7 +36,8 @@ NOTIFICATIONS_ENCRYPTION_KEYS = env.list(
 
 # Without a broker URL, Celery uses kombu's filesystem transport under var/: no server to install.
 if not CELERY_BROKER_URL:
-    CELERY_BROKER_URL = "filesystem://"
+    # The transport ignores the host, but kombu warns on every connection when there is none.
+    CELERY_BROKER_URL = "filesystem://localhost/"
     _broker_dir = VAR_DIR / "broker"
     for _sub in ("in", "processed"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)

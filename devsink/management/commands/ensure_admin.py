@@ -1,4 +1,4 @@
-"""Create the first administrator for development, once, and say how to log in."""
+"""Create the first administrator for development, once (``rundev`` says how to log in)."""
 
 from __future__ import annotations
 
@@ -15,19 +15,14 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         password_file = settings.VAR_DIR / "admin_password"
         User = get_user_model()
-        if not User.objects.filter(is_superuser=True).exists():
-            password = secrets.token_urlsafe(12)
-            User.objects.create_superuser("admin", "admin@localhost", password)
-            settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
-            password_file.write_text(password + "\n")
-            password_file.chmod(0o600)
-            self.stdout.write(
-                f"Created the administrator 'admin'; its password is in {password_file}."
-            )
-        if password_file.exists():
-            self.stdout.write(
-                f"Log in as 'admin' with the password {password_file.read_text().strip()} "
-                f"(kept in {password_file}; change it in the admin, then delete the file)."
-            )
-        else:
-            self.stdout.write("Log in with your existing superuser account.")
+        if User.objects.filter(is_superuser=True).exists():
+            return
+        password = secrets.token_urlsafe(12)
+        User.objects.create_superuser("admin", "admin@localhost", password)
+        settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
+        password_file.write_text(password + "\n")
+        password_file.chmod(0o600)
+        self.stdout.write(
+            f"Created the administrator 'admin'; its password is in {password_file} "
+            "(change it in the admin, then delete the file)."
+        )

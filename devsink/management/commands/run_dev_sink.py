@@ -5,33 +5,32 @@ from __future__ import annotations
 import asyncio
 import signal
 
-from aiosmtpd.controller import Controller
-from asgiref.sync import sync_to_async
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
-from devsink.models import ReceivedMessage
-
-
-class SinkHandler:
-    async def handle_DATA(self, server, session, envelope) -> str:
-        message = ReceivedMessage.from_envelope(
-            envelope.mail_from, envelope.rcpt_tos, envelope.original_content or envelope.content
-        )
-        await sync_to_async(message.save, thread_sensitive=False)()
-        return "250 Message accepted for delivery"
+from devsink import sink
 
 
 class Command(BaseCommand):
-    help = "Run a local SMTP server (no TLS, no login) that keeps what it receives for the admin."
+    help = "Run a local SMTP server (no TLS; no login unless --auth) that keeps what it receives."
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8025)
+        parser.add_argument(
+            "--auth",
+            action="store_true",
+            help=f"Also offer a login: {sink.USERNAME} / {sink.PASSWORD} is accepted, any other "
+            "password gets 535 (to see how the settings page explains a bad password).",
+        )
 
-    def handle(self, *args, host: str, port: int, **options) -> None:
-        controller = Controller(SinkHandler(), hostname=host, port=port)
-        controller.start()
-        self.stdout.write(f"Development SMTP sink listening on {host}:{port}")
+    def handle(self, *args, host: str, port: int, auth: bool, **options) -> None:
+        server = sink.controller(host=host, port=port, auth=auth)
+        try:
+            server.start()
+        except OSError as error:  # e.g. the port is taken: say so in one line, exit non-zero
+            raise CommandError(f"The SMTP sink cannot listen on {host}:{port}: {error}") from None
+        login = f"; login {sink.USERNAME} / {sink.PASSWORD}" if auth else ""
+        self.stdout.write(f"Development SMTP sink listening on {host}:{port}{login}")
         stopped = asyncio.Event()
         loop = asyncio.new_event_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -39,5 +38,5 @@ class Command(BaseCommand):
         try:
             loop.run_until_complete(stopped.wait())
         finally:
-            controller.stop()
+            server.stop()
             loop.close()

@@ -26,6 +26,25 @@ FIELD_OPTIONS = {
     "batch": "batch",
 }
 
+#: Model field → the flag that sets it, to name it in errors.
+FIELD_FLAGS = {
+    **{field: "--" + option.replace("_", "-") for option, field in FIELD_OPTIONS.items()},
+    "from_address": "--from",
+    "password": "--password-stdin",
+    "ca_pem": "--ca-file",
+}
+
+#: Where the model's message speaks of the form ("tick ..."), what to type instead.
+CLI_HINTS = {
+    "host_required": "give the SMTP server's name or IP address (--host smtp.example.com); "
+    "an empty host would stop all sending.",
+    "from_required": "give the sender address with --from name@example.com.",
+    "password_required": "a login needs its password: pipe it in with --password-stdin, or "
+    "pass --username '' for no login.",
+    "plaintext_login": "a login over an unencrypted connection would send the password in clear "
+    "text: use --security ssl or starttls, or --allow-plaintext-login for a trusted relay.",
+}
+
 
 class Command(BaseCommand):
     help = (
@@ -49,14 +68,16 @@ class Command(BaseCommand):
             help="Read the password from standard input (an empty input removes it).",
         )
         parser.add_argument("--from", dest="from_address")
-        parser.add_argument(
+        # One or the other: given both, argparse refuses the command line with a one-line error.
+        verification = parser.add_mutually_exclusive_group()
+        verification.add_argument(
             "--skip-verify",
             dest="skip_verify",
             action=argparse.BooleanOptionalAction,
             help="--skip-verify skips TLS certificate verification (insecure); --no-skip-verify "
             "(or --verify) turns verification back on.",
         )
-        parser.add_argument("--verify", dest="skip_verify", action="store_false")
+        verification.add_argument("--verify", dest="skip_verify", action="store_false")
         parser.add_argument(
             "--ca-file", type=Path, help="PEM file of an extra CA to trust ('' clears)."
         )
@@ -74,6 +95,7 @@ class Command(BaseCommand):
         if options["password_stdin"]:
             new_password = sys.stdin.readline().rstrip("\r\n")
         if changed or new_password is not None:
+            self._validate(settings, new_password)
             try:
                 services.save_settings(settings, new_password=new_password, source="command")
             except ValidationError as error:
@@ -108,12 +130,26 @@ class Command(BaseCommand):
             changed = True
         return changed
 
+    def _validate(self, settings: SmtpSettings, new_password: str | None) -> None:
+        """The form's rules, every one at once: the model's, and a login needs a password."""
+        problems: dict = {}
+        for check in (settings.full_clean, lambda: settings.validate_password_change(new_password)):
+            try:
+                check()
+            except ValidationError as error:
+                problems = error.update_error_dict(problems)
+        if problems:
+            raise CommandError(self._describe(ValidationError(problems)))
+
     @staticmethod
     def _describe(error: ValidationError) -> str:
+        """One line per problem, named by its flag, with the fix worded for the command line."""
         lines = ["The SMTP settings were not saved:"]
-        for field, messages in error.message_dict.items():
-            for message in messages:
-                lines.append(f"  {field}: {message}")
+        for field, errors in error.error_dict.items():
+            flag = FIELD_FLAGS.get(field, field)
+            for item in errors:
+                hint = CLI_HINTS.get(item.code)
+                lines.append(f"  {flag}: {hint or ' '.join(item.messages)}")
         return "\n".join(lines)
 
     def _show(self, settings: SmtpSettings) -> None:

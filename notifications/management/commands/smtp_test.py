@@ -8,6 +8,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.translation import gettext as _
 
+from config.logging import quiet
 from notifications import diagnosis
 from notifications.exceptions import NotificationsError
 from notifications.models import SmtpSettings
@@ -15,6 +16,8 @@ from notifications.smtp import DiagnosticReport, DiagnosticStep
 from notifications.validators import validate_recipient
 
 ICONS = {"ok": "✓", "failed": "✗"}  # anything else (skipped, not run) is "–"
+#: Logs each failed step at INFO for the server's log; here the table says it already.
+SMTP_LOGGER = "notifications.smtp"
 
 
 class Command(BaseCommand):
@@ -46,15 +49,22 @@ class Command(BaseCommand):
                 )
             )
         try:
-            report = diagnosis.run_test(settings=settings, to=to)
+            with quiet(SMTP_LOGGER):
+                report = diagnosis.run_test(settings=settings, to=to)
         except NotificationsError as error:  # e.g. the stored password cannot be decrypted
             raise CommandError(str(error)) from None
         if options["json"]:
             self.stdout.write(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))
-        else:
-            self._print(report)
-        if not report.ok:
-            raise CommandError(diagnosis.outcome(report))
+            if not report.ok:
+                raise CommandError(diagnosis.outcome(report))
+            return
+        self._print(report)
+        if not report.ok:  # the table above already gave the error and the hint
+            raise CommandError(
+                _("Failed at %(step)s.") % {"step": report.step(report.failed_step).label}
+                if report.failed_step
+                else diagnosis.outcome(report)
+            )
 
     def _print(self, report: DiagnosticReport) -> None:
         width = max(len(str(step.label)) for step in report.steps)
