@@ -1,5 +1,5 @@
-"""Log formatting: one JSON object per line (LOG_FORMAT=json), with the record's extra fields;
-and ``quiet()``, for commands whose own output already says what a logger would."""
+"""Log formatting: plain lines a message cannot break, or JSON lines (LOG_FORMAT=json); and
+``quiet()``, for commands whose own output already says what a logger would."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
+
+from notifications.redaction import printable
 
 #: Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
@@ -23,6 +25,18 @@ REDACTED = "[redacted]"
 def is_secret(name: str) -> bool:
     lowered = name.lower()
     return any(word in lowered for word in SECRET_WORDS)
+
+
+class PlainFormatter(logging.Formatter):
+    """The standard format, with control characters in the message escaped.
+
+    Messages quote what SMTP servers say: a reply with a line break could otherwise forge a second
+    record, and ANSI escapes could repaint the terminal reading the log.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message)
+        return super().formatMessage(record)
 
 
 class JsonFormatter(logging.Formatter):

@@ -48,6 +48,8 @@ DEFAULTS: dict[str, Any] = {
     # How often each worker records that it is alive, and when a silent one counts as gone.
     "HEARTBEAT_SECONDS": 30,
     "HEARTBEAT_STALE_SECONDS": 120,
+    # The rate-limit windows' lengths (tests shorten them; providers count real ones).
+    "RATE_WINDOW_SECONDS": {"minute": 60, "hour": 3600, "day": 86400},
     # Send test email: most runs per administrator per minute, and the overall bound on one run.
     "TEST_EMAILS_PER_MINUTE": 5,
     "TEST_DEADLINE_SECONDS": 30,

@@ -591,6 +591,19 @@ class ConnectBackoff(models.Model):
         return f"{self.failures} failed connection(s)"
 
 
+class SendReservation(models.Model):
+    """One send counted against the rate limits' rolling windows (see ``quotas``).
+
+    Taken just before a message is handed over, given back when nothing was; rows older than the
+    longest window are pruned by the sweeper.
+    """
+
+    reserved_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"send at {self.reserved_at:%Y-%m-%d %H:%M:%S}"
+
+
 class TestRun(models.Model):
     """One "Send test email" (admin button or ``smtp_test``): who, when, and the outcome.
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from config.logging import REDACTED, JsonFormatter
+from config.logging import REDACTED, JsonFormatter, PlainFormatter
 
 ROOT = Path(__file__).resolve().parent.parent
 DELIVERY_FIELDS = {
@@ -92,3 +92,17 @@ def test_log_format_json_switches_the_console_to_json_lines():
 def test_plain_text_by_default():
     line = run_probe()
     assert line.endswith("INFO notifications.services attempt")
+
+
+def test_a_server_reply_cannot_forge_a_plain_log_record_or_colour_the_terminal():
+    formatter = PlainFormatter("%(levelname)s %(name)s %(message)s")
+    reply = "451 busy\r\nINFO notifications.services sent\x1b[32m ok"
+    entry = record("Temporary failure: %s")
+    entry.args = (reply,)
+    line = formatter.format(entry)
+    assert "\n" not in line
+    assert "\x1b" not in line
+    assert line == (
+        "INFO notifications.services Temporary failure: 451 busy\\r\\nINFO "
+        "notifications.services sent\\x1b[32m ok"
+    )
