@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("notifications", "0006_health_panel_indexes"),
+        ("notifications", "0008_dispatch_engine"),
     ]
 
     operations = [
