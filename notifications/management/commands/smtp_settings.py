@@ -150,6 +150,10 @@ class Command(BaseCommand):
                     provider.security,
                 )
             changed = True
+        method = options["auth_method"]
+        if method is not None and method != settings.auth_method:
+            # The overrides belong to one provider: another method starts from its defaults.
+            settings.token_url, settings.scope = "", ""
         for option, field in FIELD_OPTIONS.items():
             if options[option] is not None:
                 setattr(settings, field, options[option])
