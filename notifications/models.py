@@ -84,7 +84,10 @@ class SmtpSettings(models.Model):
         max_length=320,
         blank=True,
         validators=[validate_no_control_characters],
-        help_text=_("Leave empty if the server needs no login."),
+        help_text=_(
+            "The login; with OAuth2, the mailbox to send as. Leave empty if the server needs no "
+            "login."
+        ),
     )
     password_encrypted = models.TextField(blank=True, editable=False)
     auth_method = models.CharField(
