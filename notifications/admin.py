@@ -22,6 +22,7 @@ from notifications.views import FRAGMENT_TEMPLATE, SendTestEmailView
 
 #: The fieldset whose fields some warnings are about; it opens itself when they apply.
 ADVANCED_SECURITY = _("Advanced security")
+OAUTH2 = _("OAuth2 sign-in")
 
 
 class ReadOnlyAdminMixin:
@@ -46,7 +47,39 @@ class SmtpSettingsAdmin(admin.ModelAdmin):
         (_("Server"), {"fields": ("host", "port", "security", "timeout")}),
         (
             _("Login"),
-            {"fields": ("username", "password", "password_status", "remove_password")},
+            {
+                "fields": (
+                    "auth_method",
+                    "username",
+                    "password",
+                    "password_status",
+                    "remove_password",
+                    "keep_password",
+                    "auth_mechanism",
+                    "retype",
+                )
+            },
+        ),
+        (
+            OAUTH2,
+            {
+                "classes": ("oauth2",),
+                "description": _(
+                    "The app fetches an access token with these and signs in with it (XOAUTH2, "
+                    "over TLS only); no password is used."
+                ),
+                "fields": (
+                    "tenant_id",
+                    "client_id",
+                    "client_secret",
+                    "client_secret_status",
+                    "client_secret_expires",
+                    "service_account",
+                    "service_account_status",
+                    "token_url",
+                    "scope",
+                ),
+            },
         ),
         (_("Sending"), {"fields": ("from_address", "batch")}),
         (
@@ -57,7 +90,7 @@ class SmtpSettingsAdmin(admin.ModelAdmin):
             },
         ),
     )
-    readonly_fields = ("password_status",)
+    readonly_fields = ("password_status", "client_secret_status", "service_account_status")
 
     def get_fieldsets(self, request: HttpRequest, obj=None):
         """Open "Advanced security" when an insecure option in it is on: a warning must not
@@ -81,15 +114,27 @@ class SmtpSettingsAdmin(admin.ModelAdmin):
             "user": obj.password_changed_by or _("an unknown user"),
         }
 
+    @admin.display(description=_("Stored client secret"))
+    def client_secret_status(self, obj: SmtpSettings) -> str:
+        if not obj.has_client_secret:
+            return _("No client secret is stored.")
+        return _("A client secret is stored.")
+
+    @admin.display(description=_("Stored service-account key"))
+    def service_account_status(self, obj: SmtpSettings) -> str:
+        if not obj.has_service_account:
+            return _("No service-account key is stored.")
+        return _("A key of %(account)s is stored.") % {"account": obj.client_id}
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
 
-    @method_decorator(sensitive_post_parameters("password"))
+    @method_decorator(sensitive_post_parameters(*SmtpSettingsForm.SECRET_FIELDS))
     def changeform_view(self, request: HttpRequest, *args, **kwargs):
-        """Mask the typed password in error reports, should saving crash."""
+        """Mask the typed secrets in error reports, should saving crash."""
         return super().changeform_view(request, *args, **kwargs)
 
     def changelist_view(self, request: HttpRequest, extra_context=None):
@@ -112,11 +157,17 @@ class SmtpSettingsAdmin(admin.ModelAdmin):
         """The "Send test email" view, ahead of the catch-all ``<object_id>/`` of the defaults."""
         opts = self.opts
         test_view = SendTestEmailView.as_view(model_admin=self)
+        connection_view = SendTestEmailView.as_view(model_admin=self, connect_only=True)
         return [
             path(
                 "<path:object_id>/test-email/",
                 self.admin_site.admin_view(test_view),
                 name=f"{opts.app_label}_{opts.model_name}_test_email",
+            ),
+            path(
+                "<path:object_id>/test-connection/",
+                self.admin_site.admin_view(connection_view),
+                name=f"{opts.app_label}_{opts.model_name}_test_connection",
             ),
             *super().get_urls(),
         ]
@@ -132,6 +183,9 @@ class SmtpSettingsAdmin(admin.ModelAdmin):
                 "port": p.port,
                 "security": p.security,
                 "note": str(p.note),
+                "auth_method": p.auth_method,
+                "password_label": str(p.password_label),
+                "checklist": [str(step) for step in p.checklist],
             }
             for p in PROVIDERS
         ]

@@ -28,6 +28,8 @@ from notifications.validators import parse_from_address
 CHART_HOURS = 24
 #: Past this age the panel asks for a new password ("change the SMTP password regularly").
 PASSWORD_MAX_AGE = timedelta(days=180)
+#: How long before a client secret expires the page starts warning.
+SECRET_EXPIRY_NOTICE = timedelta(days=30)
 WAITING = (Status.QUEUED, Status.SENDING)
 
 # The chart's geometry in SVG user units; the template scales the whole drawing.
@@ -244,6 +246,7 @@ def warnings(*, settings: SmtpSettings, workers: Workers, now: datetime) -> list
             )
         )
     found += [_password_age_warning(settings, now), _office365_warning(settings)]
+    found.append(_client_secret_warning(settings, now))
     found.append(_sender_domain_warning(settings))
     return [warning for warning in found if warning is not None]
 
@@ -319,14 +322,40 @@ def _office365_warning(settings: SmtpSettings) -> HealthWarning | None:
     provider = provider_for_host(settings.host)
     if settings.provider != "office365" and (provider is None or provider.key != "office365"):
         return None
+    if settings.uses_oauth:
+        return None
     return HealthWarning(
         _(
             "Microsoft is retiring basic authentication (username and password) for SMTP AUTH "
-            "in Outlook / Office 365. Plan for it: OAuth, an SMTP relay connector, or another "
-            "provider."
+            "in Outlook / Office 365. Switch the sign-in method to Microsoft 365 (OAuth2), or "
+            "use an SMTP relay connector or another provider."
         ),
-        "host",
+        "auth_method",
     )
+
+
+def _client_secret_warning(settings: SmtpSettings, now: datetime) -> HealthWarning | None:
+    """The Microsoft client secret expires (Entra allows two years at most): say so in time."""
+    expires = settings.client_secret_expires
+    if settings.auth_method != "microsoft-oauth2" or expires is None:
+        return None
+    days = (expires - timezone.localdate(now)).days
+    if days < 0:
+        message = _(
+            "The client secret expired on %(date)s: sending fails until you create a new one "
+            "in Microsoft Entra (Certificates & secrets) and enter it here."
+        ) % {"date": expires.isoformat()}
+    elif days <= SECRET_EXPIRY_NOTICE.days:
+        message = ngettext(
+            "The client secret expires in %(days)d day (%(date)s): create a new one in "
+            "Microsoft Entra (Certificates & secrets) and enter it here before then.",
+            "The client secret expires in %(days)d days (%(date)s): create a new one in "
+            "Microsoft Entra (Certificates & secrets) and enter it here before then.",
+            days,
+        ) % {"days": days, "date": expires.isoformat()}
+    else:
+        return None
+    return HealthWarning(message, "client_secret")
 
 
 def _sender_domain_warning(settings: SmtpSettings) -> HealthWarning | None:

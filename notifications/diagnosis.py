@@ -16,7 +16,7 @@ from django.views.decorators.debug import sensitive_variables
 from notifications import conf
 from notifications.exceptions import NotificationsError
 from notifications.models import TestRun
-from notifications.smtp import DiagnosticReport, diagnose
+from notifications.smtp import DiagnosticReport, check_connection, diagnose
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -46,6 +46,7 @@ def run_test(
     by: AbstractBaseUser | None = None,
     password: str | None = None,
     unsaved: bool = False,
+    connect_only: bool = False,
 ) -> DiagnosticReport:
     """Send a test email with ``settings`` (saved or not) to ``to``; record the run; the report.
 
@@ -53,10 +54,15 @@ def run_test(
     as given. ``by`` is the administrator, whose runs are rate-limited (RateLimited); None, the
     command line, is not. ``unsaved`` says the values differ from the stored version, so the run
     records no settings version. The run is bounded by TEST_DEADLINE_SECONDS overall.
+    ``connect_only`` signs in and quits without a message ("Test connection"; ``to`` unused).
     """
     config = settings.to_smtp_config(password=password)
     run = _start(by=by, to=to, settings_version=None if unsaved else settings.version)
-    report = diagnose(config, to=to, deadline=conf.get("TEST_DEADLINE_SECONDS"))
+    deadline = conf.get("TEST_DEADLINE_SECONDS")
+    if connect_only:
+        report = check_connection(config, deadline=deadline)
+    else:
+        report = diagnose(config, to=to, deadline=deadline)
     run.ok = report.ok
     run.failed_step = report.failed_step or ""
     run.summary = outcome(report)
@@ -67,6 +73,8 @@ def run_test(
 
 def outcome(report: DiagnosticReport) -> str:
     """The one-line verdict: "Delivered to the server." or "Failed at <step>: <hint>"."""
+    if report.ok and report.connect_only:
+        return _("Connected and signed in; no message was sent.")
     if report.ok:
         return _("Delivered to the server.")
     failed = report.failed_step

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, URLValidator
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -84,7 +84,10 @@ class SmtpSettings(models.Model):
         max_length=320,
         blank=True,
         validators=[validate_no_control_characters],
-        help_text=_("Leave empty if the server needs no login."),
+        help_text=_(
+            "The login; with OAuth2, the mailbox to send as. Leave empty if the server needs no "
+            "login."
+        ),
     )
     password_encrypted = models.TextField(blank=True, editable=False)
     auth_method = models.CharField(
@@ -130,6 +133,7 @@ class SmtpSettings(models.Model):
         _("token URL"),
         max_length=500,
         blank=True,
+        validators=[URLValidator(schemes=["https"], message=_("Enter an https:// URL."))],
         help_text=_("Leave empty for the provider's default; change it for a sovereign cloud."),
     )
     scope = models.CharField(

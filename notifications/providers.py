@@ -17,7 +17,15 @@ class Provider:
     note: str
     host_suffixes: tuple[str, ...] = ()
     auth_hint: str = ""
+    #: The sign-in method the preset selects in the settings page ("" keeps the current one).
+    auth_method: str = ""
+    #: What the provider calls the password, for the password field's label.
+    password_label: str = ""
+    #: The setup steps shown with the preset, in order.
+    checklist: tuple[str, ...] = ()
 
+
+_AUTHORIZATION_CODE_LABEL = _("Authorization code (授权码)")
 
 _AUTHORIZATION_CODE = _(
     "Log in with the authorization code (授权码) generated in the mailbox's web settings, "
@@ -37,6 +45,7 @@ PROVIDERS: tuple[Provider, ...] = (
         ),
         host_suffixes=("163.com",),
         auth_hint=_AUTHORIZATION_CODE,
+        password_label=_AUTHORIZATION_CODE_LABEL,
     ),
     Provider(
         key="netease126",
@@ -50,6 +59,7 @@ PROVIDERS: tuple[Provider, ...] = (
         ),
         host_suffixes=("126.com",),
         auth_hint=_AUTHORIZATION_CODE,
+        password_label=_AUTHORIZATION_CODE_LABEL,
     ),
     Provider(
         key="qq",
@@ -63,6 +73,7 @@ PROVIDERS: tuple[Provider, ...] = (
         ),
         host_suffixes=("qq.com",),
         auth_hint=_AUTHORIZATION_CODE,
+        password_label=_AUTHORIZATION_CODE_LABEL,
     ),
     Provider(
         key="exmail",
@@ -96,6 +107,7 @@ PROVIDERS: tuple[Provider, ...] = (
             "Use the full mailbox address and, if third-party client security passwords are "
             "enabled, the security password (authorization code) instead of the login password."
         ),
+        password_label=_("Password, or third-party client security password (三方客户端安全密码)"),
     ),
     Provider(
         key="office365",
@@ -104,15 +116,55 @@ PROVIDERS: tuple[Provider, ...] = (
         port=587,
         security="starttls",
         note=_(
-            "Microsoft is retiring basic authentication for SMTP AUTH. Authenticated SMTP must be "
-            "enabled for this mailbox in the Microsoft 365 admin center; plan for OAuth or a "
-            "relay (SMTP relay connector or another provider)."
+            "Exchange Online no longer accepts a password for SMTP AUTH in most tenants: sign "
+            "in with Microsoft 365 (OAuth2). An administrator of the tenant sets it up once:"
         ),
         host_suffixes=("office365.com", "outlook.com", "hotmail.com", "live.com"),
         auth_hint=_(
             "Check that Authenticated SMTP is enabled for this mailbox and that security defaults "
             "or a policy do not block basic authentication. Errors 5.7.139 or 5.7.30 mean basic "
             "authentication is disabled: use OAuth, an SMTP relay connector or another provider."
+        ),
+        auth_method="microsoft-oauth2",
+        checklist=(
+            _(
+                "Register an app in Microsoft Entra (App registrations → New registration); note "
+                "its Application (client) ID and Directory (tenant) ID."
+            ),
+            _(
+                "API permissions → Add a permission → APIs my organization uses → Office 365 "
+                "Exchange Online → Application permissions → SMTP.SendAsApp; then Grant admin "
+                "consent."
+            ),
+            _(
+                "Certificates & secrets → New client secret: copy its Value (not the Secret ID) "
+                "and note its expiry date."
+            ),
+            _(
+                "In Exchange Online PowerShell: New-ServicePrincipal -AppId <client ID> "
+                "-ObjectId <object ID of the app under Enterprise applications>."
+            ),
+            _(
+                "Add-MailboxPermission -Identity <mailbox> -User <the service principal's ID> "
+                "-AccessRights FullAccess."
+            ),
+            _(
+                "Make sure SMTP AUTH is enabled for the mailbox: Set-CASMailbox <mailbox> "
+                "-SmtpClientAuthenticationDisabled $false."
+            ),
+        ),
+    ),
+    Provider(
+        key="outlook_personal",
+        name=_("Outlook.com / Hotmail (personal account)"),
+        host="smtp-mail.outlook.com",
+        port=587,
+        security="starttls",
+        note=_(
+            "Personal Microsoft accounts (outlook.com, hotmail.com, live.com) no longer accept a "
+            "password for SMTP and need delegated OAuth, where a person signs in in a browser; "
+            "this product does not offer that. Use a Microsoft 365 business mailbox with OAuth2, "
+            "or a sending service (Amazon SES, SendGrid, Mailgun) instead."
         ),
     ),
     Provider(
@@ -123,13 +175,16 @@ PROVIDERS: tuple[Provider, ...] = (
         security="starttls",
         note=_(
             "Turn on 2-Step Verification for the Google account and create an app password to use "
-            'here; the account password does not work and "less secure apps" no longer exists.'
+            'here; the account password does not work and "less secure apps" no longer exists. '
+            "Google Workspace can sign in without a password: choose the sign-in method Google "
+            "Workspace (OAuth2) and upload a service account's key with domain-wide delegation."
         ),
         host_suffixes=("gmail.com", "googlemail.com"),
         auth_hint=_(
             "Gmail needs an app password: turn on 2-Step Verification, create an app password "
             "in the Google account's security settings and enter it here."
         ),
+        password_label=_("App password (应用专用密码)"),
     ),
     Provider(
         key="ses",

@@ -17,7 +17,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 
 from notifications import diagnosis
 from notifications.exceptions import NotificationsError
-from notifications.forms import TestEmailForm
+from notifications.forms import SmtpSettingsForm, TestEmailForm
 
 if TYPE_CHECKING:
     from django.contrib.admin import ModelAdmin
@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 FRAGMENT_TEMPLATE = "admin/notifications/smtpsettings/test_result.html"
 
 
-# The POST carries a typed password: Django's error reports must not show it.
-@method_decorator(sensitive_post_parameters("password"), name="dispatch")
+# The POST carries typed secrets: Django's error reports must not show them.
+@method_decorator(sensitive_post_parameters(*SmtpSettingsForm.SECRET_FIELDS), name="dispatch")
 class SendTestEmailView(View):
     """POST the settings page's form here to test its values without saving them.
 
@@ -40,6 +40,8 @@ class SendTestEmailView(View):
     """
 
     model_admin: ModelAdmin | None = None
+    #: "Test connection": sign in and QUIT, no message (and so no recipient to validate).
+    connect_only = False
     http_method_names = ["post"]
 
     def post(self, request: HttpRequest, object_id: str) -> HttpResponse:
@@ -63,10 +65,10 @@ class SendTestEmailView(View):
     ) -> tuple[dict[str, Any], int]:
         """Run the test if both forms are valid; the result template's context and a status."""
         # Both forms are validated, so every error shows at once.
-        settings_valid, recipient_valid = form.is_valid(), test_form.is_valid()
-        if not (settings_valid and recipient_valid):
-            return {"invalid": _error_list(form, test_form)}, 400
-        recipient = test_form.cleaned_data["to"]
+        forms = [form] if self.connect_only else [form, test_form]
+        if not all([each.is_valid() for each in forms]):
+            return {"invalid": _error_list(*forms)}, 400
+        recipient = "" if self.connect_only else test_form.cleaned_data["to"]
         try:
             report = diagnosis.run_test(
                 settings=form.instance,
@@ -74,6 +76,7 @@ class SendTestEmailView(View):
                 by=request.user,
                 password=form.new_password,
                 unsaved=form.has_changed(),
+                connect_only=self.connect_only,
             )
         except diagnosis.RateLimited as error:
             return {"problem": str(error)}, 429
@@ -117,8 +120,10 @@ class SendTestEmailView(View):
             "preserved_filters": admin.get_preserved_filters(request),
             "test_form": test_form,
             "test_result": result,
-            # The typed password is never sent back, so a Save after this would keep the old one.
-            "test_password_dropped": bool(request.POST.get("password")),
+            # Typed secrets are never sent back, so a Save after this would keep the old ones.
+            "test_password_dropped": any(
+                request.POST.get(name) for name in SmtpSettingsForm.SECRET_FIELDS
+            ),
         }
         change_url = reverse(
             f"admin:{obj._meta.app_label}_{obj._meta.model_name}_change", args=[obj.pk]

@@ -29,6 +29,9 @@ from tests.smtpserver import (  # noqa: F401  (fixtures)
     starttls_smtp_server,
 )
 
+# A real HTTPS OAuth2 token endpoint on loopback (Microsoft Entra and Google stand-in).
+from tests.tokenserver import token_server  # noqa: F401  (fixture)
+
 
 @pytest.fixture
 def admin_user(django_user_model):

@@ -295,3 +295,55 @@ def test_a_chinese_browser_gets_the_page_and_the_failure_hint_in_chinese(
     expect(result_heading(page)).to_contain_text("登录（AUTH）")
     expect(page.locator(".test-email-hint")).to_contain_text("请检查用户名和密码")
     screenshot(page, "settings-zh.png")
+
+
+def test_microsoft_365_oauth2_set_up_and_tested_in_the_browser(
+    admin_page, smtp_server_factory, smtp_pki, token_server
+):
+    from tests.tokenserver import CLIENT_ID, CLIENT_SECRET, TENANT_ID
+
+    server = smtp_server_factory("starttls", xoauth2=token_server.accepts, auth_mechanisms=())
+    page = admin_page
+    page.goto(SETTINGS_URL)
+    # The password method shows only its fields; a provider's own name for the password.
+    expect(page.locator("#id_password")).to_be_visible()
+    expect(page.locator("#id_tenant_id")).to_be_hidden()
+    page.select_option("#id_provider", "qq")
+    expect(page.locator("label[for=id_password]")).to_contain_text("授权码")
+
+    # Office 365 selects OAuth2 and shows the tenant setup checklist.
+    page.select_option("#id_provider", "office365")
+    expect(page.locator("#id_auth_method")).to_have_value("microsoft-oauth2")
+    checklist = page.locator("#provider-note ol.provider-checklist li")
+    expect(checklist).to_have_count(6)
+    expect(checklist.nth(3)).to_contain_text("New-ServicePrincipal")
+    expect(page.locator("#id_password")).to_be_hidden()
+    expect(page.locator("#id_service_account")).to_be_hidden()
+    expect(page.locator("#id_client_secret")).to_be_visible()
+
+    fill_server(page, server, smtp_pki)
+    page.fill("#id_username", USERNAME)
+    page.fill("#id_tenant_id", TENANT_ID)
+    page.fill("#id_client_id", CLIENT_ID)
+    page.fill("#id_client_secret", CLIENT_SECRET)
+    page.fill("#id_token_url", token_server.microsoft_url)
+    page.fill("#id_from_address", f"Site <{USERNAME}>")
+    page.get_by_role("button", name="Test connection").click()
+    expect(result_heading(page)).to_contain_text("Connected and signed in")
+    expect(page.locator("#test-email-result")).to_contain_text("Access token (OAuth2)")
+    assert server.messages == [] and token_server.requests == 1
+
+    page.fill("#id_client_secret", CLIENT_SECRET)  # the test does not save; Save does
+    page.get_by_role("button", name="Save and continue editing").click()
+    expect(page.locator(".field-client_secret_status")).to_contain_text("A client secret is stored")
+    expect(page.locator("#id_client_secret")).to_have_value("")
+    assert CLIENT_SECRET not in page.content()
+    record = SmtpSettings.load()
+    assert record.auth_method == "microsoft-oauth2" and record.has_client_secret
+
+    # Google shows the key instead of the Microsoft fields.
+    page.select_option("#id_auth_method", "google-oauth2")
+    expect(page.locator("#id_service_account")).to_be_visible()
+    expect(page.locator("#id_client_secret")).to_be_hidden()
+    expect(page.locator("#id_tenant_id")).to_be_hidden()
+    screenshot(page, "oauth2-settings.png")

@@ -1,14 +1,18 @@
-"""OAuth2 sign-in end to end: a real HTTPS token endpoint and an aiosmtpd server speaking XOAUTH2."""
+"""OAuth2 sign-in end to end: a real HTTPS token endpoint, aiosmtpd speaking XOAUTH2, workers."""
 
 from __future__ import annotations
 
 import pytest
+from django.db import transaction
 
+import notifications
 from notifications import services
-from notifications.models import SmtpSettings
+from notifications.models import Notification, SmtpSettings, Status
 from notifications.smtp import check_connection, diagnose, open_session
+from tests.loopback import wait_for
+from tests.outbox import all_sent, statuses
 from tests.smtpserver import PASSWORD, USERNAME
-from tests.tokenserver import CLIENT_ID, CLIENT_SECRET, TENANT_ID, token_server  # noqa: F401
+from tests.tokenserver import CLIENT_ID, CLIENT_SECRET, TENANT_ID
 
 pytestmark = pytest.mark.django_db
 
@@ -16,12 +20,12 @@ MAILBOX = USERNAME
 
 
 @pytest.fixture
-def oauth_smtp(smtp_server_factory, token_server):  # noqa: F811
+def oauth_smtp(smtp_server_factory, token_server):
     """An SMTP server (STARTTLS) that takes only the token server's tokens over XOAUTH2."""
     return smtp_server_factory("starttls", xoauth2=token_server.accepts, auth_mechanisms=("LOGIN",))
 
 
-def configure(server, token_server, smtp_pki, method="microsoft-oauth2", **fields):  # noqa: F811
+def configure(server, token_server, smtp_pki, method="microsoft-oauth2", **fields):
     record = SmtpSettings.load()
     record.host, record.port, record.security = "127.0.0.1", server.port, server.mode
     record.username = MAILBOX
@@ -42,7 +46,10 @@ def configure(server, token_server, smtp_pki, method="microsoft-oauth2", **field
 
 @pytest.mark.parametrize("method", ["microsoft-oauth2", "google-oauth2"])
 def test_diagnosis_signs_in_with_a_token_and_delivers(
-    oauth_smtp, token_server, smtp_pki, method  # noqa: F811
+    oauth_smtp,
+    token_server,
+    smtp_pki,
+    method,
 ):
     config = configure(oauth_smtp, token_server, smtp_pki, method).to_smtp_config()
     report = diagnose(config, to="someone@example.com")
@@ -50,29 +57,23 @@ def test_diagnosis_signs_in_with_a_token_and_delivers(
     assert [s.name for s in report.steps][:2] == ["token", "dns"]
     assert report.step("auth").detail["mechanism"] == "XOAUTH2"
     assert token_server.requests == 1
-    logs = [worker.log.read_text() for worker in workers]
-    assert all("notifications.send" in log for log in logs), "both workers took part"
-    assert sum(log.count("Fetched a new OAuth2 access token") for log in logs) == 1
     assert oauth_smtp.messages[0].auth_username == MAILBOX
     assert oauth_smtp.state.auth_commands == ["XOAUTH2"]
 
 
-def test_the_token_server_refuses_a_token_it_did_not_issue(token_server):  # noqa: F811
+def test_the_token_server_refuses_a_token_it_did_not_issue(token_server):
     assert not token_server.accepts(MAILBOX, "eyJhbGciOiJIUzI1NiJ9.e30.forged")
 
 
-def test_a_session_uses_the_cached_token_across_sessions(oauth_smtp, token_server, smtp_pki):  # noqa: F811
+def test_a_session_uses_the_cached_token_across_sessions(oauth_smtp, token_server, smtp_pki):
     config = configure(oauth_smtp, token_server, smtp_pki).to_smtp_config()
     for _ in range(3):
         with open_session(config) as session:
             assert session.is_alive()
     assert token_server.requests == 1
-    logs = [worker.log.read_text() for worker in workers]
-    assert all("notifications.send" in log for log in logs), "both workers took part"
-    assert sum(log.count("Fetched a new OAuth2 access token") for log in logs) == 1
 
 
-def test_connect_only_lists_capabilities_and_sends_nothing(oauth_smtp, token_server, smtp_pki):  # noqa: F811
+def test_connect_only_lists_capabilities_and_sends_nothing(oauth_smtp, token_server, smtp_pki):
     config = configure(oauth_smtp, token_server, smtp_pki).to_smtp_config()
     report = check_connection(config)
     assert report.ok, report.as_dict()
@@ -84,7 +85,9 @@ def test_connect_only_lists_capabilities_and_sends_nothing(oauth_smtp, token_ser
     assert any(line.startswith("AUTH") and "XOAUTH2" in line for line in after)
 
 
-def test_password_login_can_be_forced_to_login_mechanism(smtp_server_factory, configure_smtp, smtp_pki):
+def test_password_login_can_be_forced_to_login_mechanism(
+    smtp_server_factory, configure_smtp, smtp_pki
+):
     server = smtp_server_factory("ssl")
     record = configure_smtp(
         server, pki=smtp_pki, username=USERNAME, password=PASSWORD, auth_mechanism="login"
@@ -106,7 +109,12 @@ def test_password_login_can_be_forced_to_login_mechanism(smtp_server_factory, co
     ],
 )
 def test_each_token_endpoint_error_fails_the_token_step_with_its_hint(
-    oauth_smtp, token_server, smtp_pki, method, error, hint  # noqa: F811
+    oauth_smtp,
+    token_server,
+    smtp_pki,
+    method,
+    error,
+    hint,
 ):
     config = configure(oauth_smtp, token_server, smtp_pki, method).to_smtp_config()
     token_server.error = error
@@ -117,7 +125,7 @@ def test_each_token_endpoint_error_fails_the_token_step_with_its_hint(
     assert oauth_smtp.state.total_sessions == 0
 
 
-def test_a_wrong_secret_is_found_by_the_endpoint_not_guessed(oauth_smtp, token_server, smtp_pki):  # noqa: F811
+def test_a_wrong_secret_is_found_by_the_endpoint_not_guessed(oauth_smtp, token_server, smtp_pki):
     config = configure(
         oauth_smtp, token_server, smtp_pki, client_secret="7f0e7c2a-0000-4000-8000-secret-id"
     ).to_smtp_config()
@@ -127,7 +135,9 @@ def test_a_wrong_secret_is_found_by_the_endpoint_not_guessed(oauth_smtp, token_s
 
 
 def test_a_token_without_the_send_as_app_role_says_which_permission(
-    oauth_smtp, token_server, smtp_pki  # noqa: F811
+    oauth_smtp,
+    token_server,
+    smtp_pki,
 ):
     token_server.roles = []
     report = diagnose(
@@ -138,7 +148,9 @@ def test_a_token_without_the_send_as_app_role_says_which_permission(
 
 
 def test_an_untrusted_token_endpoint_certificate_points_at_the_extra_ca(
-    oauth_smtp, token_server, smtp_pki  # noqa: F811
+    oauth_smtp,
+    token_server,
+    smtp_pki,
 ):
     record = configure(oauth_smtp, token_server, smtp_pki)
     record.ca_pem = ""
@@ -149,7 +161,10 @@ def test_an_untrusted_token_endpoint_certificate_points_at_the_extra_ca(
 
 
 def test_an_unreachable_token_endpoint_is_temporary(
-    oauth_smtp, token_server, smtp_pki, closed_port  # noqa: F811
+    oauth_smtp,
+    token_server,
+    smtp_pki,
+    closed_port,
 ):
     record = configure(oauth_smtp, token_server, smtp_pki)
     record.token_url = f"https://localhost:{closed_port}/tenant/oauth2/v2.0/token"
@@ -166,7 +181,11 @@ def test_an_unreachable_token_endpoint_is_temporary(
     ],
 )
 def test_exchange_refusing_the_token_names_the_service_principal_fixes(
-    oauth_smtp, token_server, smtp_pki, reply, refetched  # noqa: F811
+    oauth_smtp,
+    token_server,
+    smtp_pki,
+    reply,
+    refetched,
 ):
     oauth_smtp.handler.accepts = lambda mailbox, token: False
     oauth_smtp.handler.failure_reply = reply
@@ -180,7 +199,9 @@ def test_exchange_refusing_the_token_names_the_service_principal_fixes(
 
 
 def test_gmail_refusing_the_token_answers_the_error_challenge_and_hints(
-    oauth_smtp, token_server, smtp_pki  # noqa: F811
+    oauth_smtp,
+    token_server,
+    smtp_pki,
 ):
     oauth_smtp.handler.accepts = lambda mailbox, token: False
     oauth_smtp.handler.failure_reply = "535 5.7.8 Username and Password not accepted."
@@ -191,7 +212,7 @@ def test_gmail_refusing_the_token_answers_the_error_challenge_and_hints(
     assert "domain-wide delegation" in report.hint
 
 
-def test_oauth2_never_falls_back_to_a_password(smtp_server_factory, token_server, smtp_pki):  # noqa: F811
+def test_oauth2_never_falls_back_to_a_password(smtp_server_factory, token_server, smtp_pki):
     server = smtp_server_factory("starttls")  # PLAIN and LOGIN only
     report = diagnose(
         configure(server, token_server, smtp_pki).to_smtp_config(), to="someone@example.com"
@@ -202,7 +223,9 @@ def test_oauth2_never_falls_back_to_a_password(smtp_server_factory, token_server
 
 
 def test_a_token_expiring_within_minutes_is_refreshed_before_use(
-    oauth_smtp, token_server, smtp_pki  # noqa: F811
+    oauth_smtp,
+    token_server,
+    smtp_pki,
 ):
     token_server.expires_in = 120  # inside the refresh margin from the start
     config = configure(oauth_smtp, token_server, smtp_pki).to_smtp_config()
@@ -218,10 +241,10 @@ def test_a_token_expiring_within_minutes_is_refreshed_before_use(
 
 
 def test_a_revoked_cached_token_is_dropped_and_fetched_once_more(
-    oauth_smtp, token_server, smtp_pki  # noqa: F811
+    oauth_smtp,
+    token_server,
+    smtp_pki,
 ):
-    import notifications
-
     configure(oauth_smtp, token_server, smtp_pki)
     notifications.notify(recipients="a@example.com", subject="s", body="b")
     services.deliver()
@@ -234,11 +257,10 @@ def test_a_revoked_cached_token_is_dropped_and_fetched_once_more(
 
 
 def test_a_token_refused_twice_pauses_sending_after_one_refetch(
-    oauth_smtp, token_server, smtp_pki  # noqa: F811
+    oauth_smtp,
+    token_server,
+    smtp_pki,
 ):
-    import notifications
-    from notifications.models import Notification, Status
-
     configure(oauth_smtp, token_server, smtp_pki)
     oauth_smtp.handler.accepts = lambda mailbox, token: False
     notifications.notify(recipients=["a@example.com", "b@example.com"], subject="s", body="b")
@@ -252,14 +274,11 @@ def test_a_token_refused_twice_pauses_sending_after_one_refetch(
 
 @pytest.mark.django_db(transaction=True)
 def test_two_worker_processes_sending_30_messages_make_one_token_request(
-    oauth_smtp, token_server, smtp_pki, celery_worker_factory  # noqa: F811
+    oauth_smtp,
+    token_server,
+    smtp_pki,
+    celery_worker_factory,
 ):
-    import notifications
-    from django.db import transaction
-
-    from tests.loopback import wait_for
-    from tests.outbox import all_sent, statuses
-
     token_server.delay = 0.3  # a slow endpoint: every worker asks at about the same time
     configure(oauth_smtp, token_server, smtp_pki, batch=4)
     workers = [celery_worker_factory(concurrency=4), celery_worker_factory(concurrency=4)]

@@ -56,7 +56,7 @@ def test_every_real_provider_says_what_it_demands() -> None:
         ("netease163", "authorization code"),
         ("qq", "authorization code"),
         ("gmail", "app password"),
-        ("office365", "basic authentication"),
+        ("office365", "OAuth2"),
         ("ses", "IAM access key"),
         ("sendgrid", '"apikey"'),
         ("mailgun", "smtp.eu.mailgun.org"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ from cryptography.fernet import Fernet
 from django.contrib.auth.models import Permission
 from django.core import mail
 from django.core.mail import EmailMessage
+from django.core.management import call_command
 from django.db import connection, transaction
 from django.test import Client
 from django.urls import reverse
@@ -184,6 +186,32 @@ def all_logs():
         logger.removeHandler(keep)
 
 
+def admin_pages(client: Client, limit: int = 400) -> dict[str, str]:
+    """Every admin page a link leads to from /admin/ (logout aside): url → body."""
+    pages: dict[str, str] = {}
+    seen: set[str] = set()
+    queue = deque(["/admin/"])
+    while queue and len(seen) < limit:
+        url = queue.popleft()
+        if url in seen:
+            continue
+        seen.add(url)
+        page = client.get(url)
+        assert page.status_code < 500, url
+        if page.status_code in (301, 302):
+            queue.append(urljoin(url, page["Location"]))
+            continue
+        body = page.content.decode()
+        pages[url] = body
+        for href in re.findall(r'href="([^"#]+)', body):
+            link = urljoin(url, html.unescape(href))
+            parts = urlsplit(link)
+            if parts.netloc or not parts.path.startswith("/admin/") or "logout" in parts.path:
+                continue
+            queue.append(parts.path + (f"?{parts.query}" if parts.query else ""))
+    return pages
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.redis
 def test_password_never_reaches_database_logs_broker_audit_or_test_report(
@@ -268,6 +296,113 @@ def test_password_never_reaches_database_logs_broker_audit_or_test_report(
     assert "notifications.drain_outbox" in broker_before  # the dump saw the tasks
 
 
+def oauth_secret_forms(*secrets_: str) -> set[str]:
+    """Client secret, key and tokens as written, escaped, and inside an XOAUTH2 line."""
+    forms = set()
+    for secret in secrets_:
+        forms |= {secret, html.escape(secret), json.dumps(secret)[1:-1], b64(secret)}
+        forms.add(b64(f"user={USERNAME}\x01auth=Bearer {secret}\x01\x01"))
+    return forms
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.redis
+def test_client_secret_key_and_tokens_never_reach_database_logs_broker_pages_or_json(
+    admin_client,
+    smtp_server_factory,
+    smtp_pki,
+    token_server,
+    celery_worker_factory,
+    redis_server,
+    all_logs,
+    tmp_path,
+):
+    """Microsoft set up in the admin, Google by the command line; a test, a connection test,
+    sends in-process at DEBUG and through a real worker on Redis, for each."""
+    from tests.tokenserver import CLIENT_ID, CLIENT_SECRET, TENANT_ID
+
+    server = smtp_server_factory("starttls", xoauth2=token_server.accepts, auth_mechanisms=())
+    form = {
+        **settings_form(server, ca_pem=smtp_pki.ca_pem),
+        **{"auth_method": "microsoft-oauth2", "tenant_id": TENANT_ID, "client_id": CLIENT_ID},
+        **{"client_secret": CLIENT_SECRET, "token_url": token_server.microsoft_url},
+    }
+    response = admin_client.post(CHANGE_URL, form)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    outputs = []
+    for url in (
+        TEST_EMAIL_URL,
+        reverse("admin:notifications_smtpsettings_test_connection", args=[1]),
+    ):
+        page = admin_client.post(
+            url, {**form, "client_secret": "", "test-to": "a@example.com"}, **XHR
+        )
+        assert page.status_code == 200 and "✓" in page.content.decode(), page.content.decode()
+        outputs.append(page.content.decode())
+    notifications.notify(recipients="direct@example.com", subject="s", body="b")
+    assert services.deliver() == 1
+
+    key_file = tmp_path / "key.json"
+    key_file.write_text(token_server.service_account.key_json)
+    out = io.StringIO()
+    call_command(
+        "smtp_settings",
+        "--auth-method",
+        "google-oauth2",
+        "--service-account-file",
+        str(key_file),
+        stdout=out,
+    )
+    outputs.append(out.getvalue())
+    for args in (["--to", "a@example.com", "--json"], ["--connect-only", "--json"]):
+        out = io.StringIO()
+        call_command("smtp_test", *args, stdout=out)
+        assert json.loads(out.getvalue())["ok"]
+        outputs.append(out.getvalue())
+
+    with transaction.atomic():
+        notifications.notify(recipients=["w1@example.com", "w2@example.com"], subject="s", body="b")
+    client = redis_server.client()
+    broker_before = redis_dump(client)
+    worker = celery_worker_factory(concurrency=2)
+    wait_for(
+        lambda: Notification.objects.filter(status=Status.SENT).count() == 3,
+        timeout=60,
+        what="the worker's two sends",
+    )
+    broker_after = redis_dump(client)
+    worker.stop()
+    assert len(server.messages) == 5
+
+    private_key = json.loads(token_server.service_account.key_json)["private_key"]
+    key_lines = [line for line in private_key.splitlines() if "PRIVATE KEY" not in line]
+    secret_values = [CLIENT_SECRET, *key_lines, *token_server.issued]
+    secret_values += [token.rsplit(".", 1)[1] for token in token_server.issued]  # signatures
+    forms = oauth_secret_forms(*secret_values)
+    assert len(token_server.issued) >= 4
+
+    def found(text: str | bytes) -> list[str]:
+        if isinstance(text, bytes):
+            text = text.decode("latin-1")
+        return sorted(form[:12] for form in forms if form in text)
+
+    assert len(found(" ".join(secret_values))) == len(set(secret_values))  # the scanner works
+    pages = admin_pages(admin_client)
+    where = {
+        "database rows": found(database_dump()),
+        "database files": found(database_files()),
+        "log records": found("\n".join(all_logs)),
+        "worker log": found(worker.log.read_text()),
+        "broker before the worker": found(broker_before),
+        "broker after the worker": found(broker_after),
+        "admin pages": found("\n".join(pages.values())),
+        "test pages and command output": found("\n".join(outputs)),
+    }
+    assert where == {place: [] for place in where}
+    assert SettingsChange.objects.first().changes["service_account"] == "changed"
+    assert len(pages) > 20 and len(all_logs) > 20
+
+
 @pytest.mark.django_db
 def test_no_admin_page_reachable_by_a_superuser_shows_the_password(
     admin_client, plain_smtp_server, closed_port
@@ -289,27 +424,11 @@ def test_no_admin_page_reachable_by_a_superuser_shows_the_password(
     Notification.objects.filter(pk=row.pk).update(status=Status.FAILED, last_error="[auth] 535")
     encrypted = SmtpSettings.load().password_encrypted
 
-    seen: set[str] = set()
-    queue = deque(["/admin/"])
-    while queue and len(seen) < 400:
-        url = queue.popleft()
-        if url in seen:
-            continue
-        seen.add(url)
-        page = admin_client.get(url)
-        assert page.status_code < 500, url
-        if page.status_code in (301, 302):
-            queue.append(urljoin(url, page["Location"]))
-            continue
-        body = page.content.decode()
+    pages = admin_pages(admin_client)
+    for url, body in pages.items():
         assert leaks(body) == [], url
         assert encrypted not in body, url
-        for href in re.findall(r'href="([^"#]+)', body):
-            link = urljoin(url, html.unescape(href))
-            parts = urlsplit(link)
-            if parts.netloc or not parts.path.startswith("/admin/") or "logout" in parts.path:
-                continue
-            queue.append(parts.path + (f"?{parts.query}" if parts.query else ""))
+    seen = set(pages)
     assert CHANGE_URL in seen and DELIVERY_LOG_URL in seen and AUDIT_URL in seen
     assert len(seen) > 20
 

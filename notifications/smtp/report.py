@@ -59,10 +59,14 @@ class DiagnosticReport:
         return next((step.name for step in self.steps if step.status == "failed"), None)
 
     @property
+    def connect_only(self) -> bool:
+        """A connection test: signed in and quit, no message."""
+        return all(step.name != "data" for step in self.steps)
+
+    @property
     def ok(self) -> bool:
         """No step failed and the last one that matters ran: DATA, or QUIT for a connection test."""
-        names = [step.name for step in self.steps]
-        final = "data" if "data" in names else "quit"
+        final = "quit" if self.connect_only else "data"
         return self.failed_step is None and self.step(final).status == "ok"
 
     @property
@@ -89,6 +93,7 @@ class DiagnosticReport:
     def as_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
+            "connect_only": self.connect_only,
             "failed_step": self.failed_step,
             "error": str(self.error),
             "hint": str(self.hint),

@@ -1,10 +1,13 @@
-// Send test email without leaving the page: POST the form's values, show the report in place.
-// Without this script the button posts the form itself and the page comes back with the report.
+// Send test email / Test connection without leaving the page: POST the form's values, show the
+// report in place. Without this script a button posts the form itself and the page comes back
+// with the report.
 "use strict";
 document.addEventListener("DOMContentLoaded", () => {
-  const button = document.getElementById("test-email-button");
-  if (!button || !button.form) return;
-  const form = button.form;
+  const buttons = ["test-email-button", "test-connection-button"]
+    .map((id) => document.getElementById(id))
+    .filter(Boolean);
+  if (!buttons.length || !buttons[0].form) return;
+  const form = buttons[0].form;
   const status = document.getElementById("test-email-status");
   const result = document.getElementById("test-email-result");
   const recipient = document.getElementById("id_test-to");
@@ -30,13 +33,13 @@ document.addEventListener("DOMContentLoaded", () => {
   }
 
   function setBusy(busy) {
-    button.disabled = busy;
+    for (const button of buttons) button.disabled = busy;
     result.setAttribute("aria-busy", String(busy));
     status.classList.toggle("test-email-busy", busy);
     status.textContent = busy ? text.busy : "";
   }
 
-  async function runTest() {
+  async function runTest(button) {
     setBusy(true);
     let message = "";
     try {
@@ -65,15 +68,15 @@ document.addEventListener("DOMContentLoaded", () => {
   }
 
   form.addEventListener("submit", (event) => {
-    if (event.submitter !== button) return;
+    if (!buttons.includes(event.submitter)) return;
     event.preventDefault();
-    if (!button.disabled) runTest();
+    if (!event.submitter.disabled) runTest(event.submitter);
   });
   // Enter in the recipient field means "send the test", not the form's default "Save".
   recipient?.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.isComposing) {
       event.preventDefault();
-      button.click();
+      document.getElementById("test-email-button").click();
     }
   });
   enableCopy();

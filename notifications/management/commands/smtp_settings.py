@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import sys
 from pathlib import Path
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
+from django.utils.translation import gettext as _
 
 from notifications import services
-from notifications.models import Security, SmtpSettings
+from notifications.models import AuthMechanism, AuthMethod, Security, SmtpSettings
 from notifications.providers import PROVIDERS, get_provider
 
 #: Command-line option → model field, for the flags that set a field as given.
@@ -24,6 +26,13 @@ FIELD_OPTIONS = {
     "timeout": "timeout",
     "allow_plaintext_login": "allow_plaintext_login",
     "batch": "batch",
+    "auth_method": "auth_method",
+    "auth_mechanism": "auth_mechanism",
+    "tenant_id": "tenant_id",
+    "client_id": "client_id",
+    "token_url": "token_url",
+    "scope": "scope",
+    "secret_expires": "client_secret_expires",
 }
 
 #: Model field → the flag that sets it, to name it in errors.
@@ -44,6 +53,16 @@ CLI_HINTS = {
     "plaintext_login": "a login over an unencrypted connection would send the password in clear "
     "text: use --security ssl or starttls, or --allow-plaintext-login for a trusted relay.",
 }
+
+
+def _date(value: str) -> datetime.date | None:
+    """YYYY-MM-DD, or '' for no date."""
+    if not value:
+        return None
+    try:
+        return datetime.date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(_("expected a date as YYYY-MM-DD")) from None
 
 
 class Command(BaseCommand):
@@ -86,6 +105,36 @@ class Command(BaseCommand):
             "--allow-plaintext-login", action=argparse.BooleanOptionalAction, default=None
         )
         parser.add_argument("--batch", type=int)
+        parser.add_argument(
+            "--auth-method",
+            choices=AuthMethod.values,
+            help="password (default), microsoft-oauth2 (client credentials) or google-oauth2 "
+            "(service account); with OAuth2, --username is the mailbox to send as.",
+        )
+        parser.add_argument(
+            "--auth-mechanism",
+            choices=AuthMechanism.values,
+            help="For passwords: auto, plain, login.",
+        )
+        parser.add_argument("--tenant-id", help="Microsoft: the Directory (tenant) ID.")
+        parser.add_argument("--client-id", help="Microsoft: the Application (client) ID.")
+        parser.add_argument(
+            "--client-secret-stdin",
+            action="store_true",
+            help="Microsoft: read the client secret's Value from standard input (after the "
+            "password, if --password-stdin is given too).",
+        )
+        parser.add_argument(
+            "--secret-expires", type=_date, metavar="YYYY-MM-DD", help="When the secret expires."
+        )
+        parser.add_argument(
+            "--service-account-file",
+            type=Path,
+            metavar="PATH",
+            help="Google: the service account's JSON key file.",
+        )
+        parser.add_argument("--token-url", help="Override the token endpoint ('' for the default).")
+        parser.add_argument("--scope", help="Override the scope ('' for the default).")
         parser.set_defaults(skip_verify=None)
 
     def handle(self, *args, **options) -> None:
@@ -94,6 +143,12 @@ class Command(BaseCommand):
         new_password = None
         if options["password_stdin"]:
             new_password = sys.stdin.readline().rstrip("\r\n")
+        if options["client_secret_stdin"]:
+            settings.set_client_secret(sys.stdin.readline().strip())
+            changed = True
+        if options["service_account_file"] is not None:
+            self._read_service_account(settings, options["service_account_file"])
+            changed = True
         if changed or new_password is not None:
             self._validate(settings, new_password)
             try:
@@ -117,6 +172,10 @@ class Command(BaseCommand):
                     provider.security,
                 )
             changed = True
+        method = options["auth_method"]
+        if method is not None and method != settings.auth_method:
+            # The overrides belong to one provider: another method starts from its defaults.
+            settings.token_url, settings.scope = "", ""
         for option, field in FIELD_OPTIONS.items():
             if options[option] is not None:
                 setattr(settings, field, options[option])
@@ -142,6 +201,18 @@ class Command(BaseCommand):
             raise CommandError(self._describe(ValidationError(problems)))
 
     @staticmethod
+    def _read_service_account(settings: SmtpSettings, path: Path) -> None:
+        try:
+            settings.set_service_account(path.read_text(encoding="utf-8"))
+        except OSError as error:
+            raise CommandError(
+                _("Cannot read the service-account key %(path)s: %(reason)s.")
+                % {"path": path, "reason": error.strerror}
+            ) from None
+        except (ValueError, UnicodeError) as error:
+            raise CommandError(f"--service-account-file: {error}") from None
+
+    @staticmethod
     def _describe(error: ValidationError) -> str:
         """One line per problem, named by its flag, with the fix worded for the command line."""
         lines = ["The SMTP settings were not saved:"]
@@ -158,8 +229,17 @@ class Command(BaseCommand):
             ("host", settings.host or "(not set)"),
             ("port", settings.port),
             ("security", settings.security),
+            ("sign-in method", settings.auth_method),
             ("username", settings.username or "(no login)"),
-            ("password", "******** (stored)" if settings.has_password else "(none)"),
+        ]
+        if settings.auth_method == AuthMethod.PASSWORD:
+            rows += [
+                ("password", "******** (stored)" if settings.has_password else "(none)"),
+                ("login mechanism", settings.auth_mechanism),
+            ]
+        else:
+            rows += self._oauth_rows(settings)
+        rows += [
             ("from", settings.from_address or "(not set)"),
             ("skip verify", "yes (INSECURE)" if settings.skip_verify else "no"),
             ("extra CA", "set" if settings.ca_pem else "none"),
@@ -172,3 +252,24 @@ class Command(BaseCommand):
             rows.append(("PAUSED", settings.paused_reason))
         for name, value in rows:
             self.stdout.write(f"{name:>16}: {value}")
+
+    @staticmethod
+    def _oauth_rows(settings: SmtpSettings) -> list[tuple[str, object]]:
+        if settings.auth_method == AuthMethod.MICROSOFT:
+            secret = "******** (stored)" if settings.has_client_secret else "(none)"
+            rows: list[tuple[str, object]] = [
+                ("tenant ID", settings.tenant_id or "(not set)"),
+                ("client ID", settings.client_id or "(not set)"),
+                ("client secret", secret),
+                ("secret expires", settings.client_secret_expires or "(not set)"),
+            ]
+        else:
+            key = "(none)"
+            if settings.has_service_account:
+                key = f"******** (stored, {settings.client_id})"
+            rows = [("service account", key)]
+        return [
+            *rows,
+            ("token URL", settings.token_url or "(the provider's default)"),
+            ("scope", settings.scope or "(the provider's default)"),
+        ]

@@ -27,7 +27,12 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--to", required=True, metavar="ADDRESS", help="Who gets the test.")
+        parser.add_argument("--to", metavar="ADDRESS", help="Who gets the test.")
+        parser.add_argument(
+            "--connect-only",
+            action="store_true",
+            help="Connect, sign in and QUIT without a message; list the server's capabilities.",
+        )
         parser.add_argument(
             "--json",
             action="store_true",
@@ -35,11 +40,15 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options) -> None:
-        to = options["to"].strip()
-        try:
-            validate_recipient(to)
-        except ValidationError as error:
-            raise CommandError(f"--to: {' '.join(error.messages)}") from None
+        connect_only = options["connect_only"]
+        to = (options["to"] or "").strip()
+        if not connect_only:
+            if not to:
+                raise CommandError(_("Give --to ADDRESS, or --connect-only to send no message."))
+            try:
+                validate_recipient(to)
+            except ValidationError as error:
+                raise CommandError(f"--to: {' '.join(error.messages)}") from None
         settings = SmtpSettings.load()
         if not settings.is_configured:
             raise CommandError(
@@ -50,7 +59,7 @@ class Command(BaseCommand):
             )
         try:
             with quiet(SMTP_LOGGER):
-                report = diagnosis.run_test(settings=settings, to=to)
+                report = diagnosis.run_test(settings=settings, to=to, connect_only=connect_only)
         except NotificationsError as error:  # e.g. the stored password cannot be decrypted
             raise CommandError(str(error)) from None
         if options["json"]:
@@ -73,6 +82,12 @@ class Command(BaseCommand):
             if step.status == "failed":
                 self.stdout.write(f"    {step.error}")
                 self.stdout.write(self.style.WARNING(f"    {_('Hint:')} {step.hint}"))
+        for key, label in (("before_tls", _("before TLS")), ("after_tls", _("after TLS"))):
+            if key in report.capabilities:
+                offered = ", ".join(report.capabilities[key]) or "-"
+                self.stdout.write(
+                    _("Server offers %(when)s: %(offered)s") % {"when": label, "offered": offered}
+                )
         if report.ok:
             self.stdout.write(self.style.SUCCESS(diagnosis.outcome(report)))
 
