@@ -17,7 +17,7 @@ from django.utils.translation import ngettext
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
-from notifications import audit, conf, dashboard, services
+from notifications import audit, conf, dashboard, diagnosis, services
 from notifications.forms import SmtpSettingsForm, TestEmailForm
 from notifications.models import Notification, SettingsChange, SmtpSettings, Status, TestRun
 from notifications.providers import PROVIDERS
@@ -129,6 +129,8 @@ class SmtpSettingsAdmin(admin.ModelAdmin):
         # The test view passes the bound forms and the result; the plain page starts afresh.
         context.setdefault("test_form", TestEmailForm(initial={"to": request.user.email}))
         context["test_deadline"] = conf.get("TEST_DEADLINE_SECONDS")
+        # The page's script keeps the test buttons disabled, counting down, until then.
+        context["test_retry_after"] = diagnosis.seconds_until_allowed(request.user)
         context["providers"] = [
             {
                 "key": p.key,

@@ -55,8 +55,12 @@ class SendTestEmailView(View):
         test_form = TestEmailForm(request.POST)
         result, status = self._test(request, form, test_form)
         if request.headers.get("X-Requested-With") == "XMLHttpRequest":
-            return TemplateResponse(request, FRAGMENT_TEMPLATE, result, status=status)
-        return self._page(request, obj, form, test_form, result, status)
+            response = TemplateResponse(request, FRAGMENT_TEMPLATE, result, status=status)
+        else:
+            response = self._page(request, obj, form, test_form, result, status)
+        if "retry_after" in result:  # the page's script counts down to it
+            response["Retry-After"] = str(result["retry_after"])
+        return response
 
     def _test(
         self, request: HttpRequest, form: ModelForm, test_form: TestEmailForm
@@ -76,12 +80,15 @@ class SendTestEmailView(View):
                 unsaved=form.has_changed(),
             )
         except diagnosis.RateLimited as error:
-            return {"problem": str(error)}, 429
+            return {"problem": str(error), "retry_after": error.retry_after}, 429
         except NotificationsError as error:  # e.g. the stored password cannot be decrypted
             return {"problem": str(error)}, 200
         as_dict = report.as_dict()
         failed = next((step for step in as_dict["steps"] if step["status"] == "failed"), None)
-        return {"report": as_dict, "failed": failed, "recipient": recipient}, 200
+        context = {"report": as_dict, "failed": failed, "recipient": recipient}
+        # Values that passed but are not saved: offer to save them from the result.
+        context["offer_save"] = report.ok and form.has_changed()
+        return context, 200
 
     def _page(
         self,
@@ -95,6 +102,7 @@ class SendTestEmailView(View):
         """The settings page with the typed values and the result: the same context Django's
         change view builds for a form it re-shows, plus the test's."""
         admin = self.model_admin
+        dropped = bool(request.POST.get("password"))
         admin_form = helpers.AdminForm(
             form,
             list(admin.get_fieldsets(request, obj)),
@@ -116,9 +124,10 @@ class SendTestEmailView(View):
             "errors": helpers.AdminErrorList(form, []),
             "preserved_filters": admin.get_preserved_filters(request),
             "test_form": test_form,
-            "test_result": result,
-            # The typed password is never sent back, so a Save after this would keep the old one.
-            "test_password_dropped": bool(request.POST.get("password")),
+            # The typed password is never sent back, so a Save after this would keep the old
+            # one: no "Save these settings" then.
+            "test_result": {**result, "offer_save": result.get("offer_save") and not dropped},
+            "test_password_dropped": dropped,
         }
         change_url = reverse(
             f"admin:{obj._meta.app_label}_{obj._meta.model_name}_change", args=[obj.pk]

@@ -181,7 +181,9 @@ def test_delivery_log_shows_sent_and_failed_rows_and_retry_now_resends(
 
     services.deliver()  # the worker's part; the server now accepts the address
     page.reload()
-    expect(rows.filter(has_text="gone@example.com").locator(".field-status_label")).to_have_text("sent")
+    expect(rows.filter(has_text="gone@example.com").locator(".field-status_label")).to_have_text(
+        "sent"
+    )
     assert sorted(m.rcpt_tos[0] for m in plain_smtp_server.messages) == [
         "gone@example.com",
         "member@example.com",
