@@ -4,18 +4,22 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponseRedirect
+from django.db.models import Count
+from django.http import Http404, HttpRequest, HttpResponseRedirect
 from django.template.loader import render_to_string
 from django.urls import path, reverse
 from django.utils import formats
 from django.utils.decorators import method_decorator
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.http import require_POST
 
-from notifications import conf, dashboard, services
+from notifications import audit, conf, dashboard, diagnosis, services
 from notifications.forms import SmtpSettingsForm, TestEmailForm
-from notifications.models import Notification, SettingsChange, SmtpSettings, TestRun
+from notifications.models import Notification, SettingsChange, SmtpSettings, Status, TestRun
 from notifications.providers import PROVIDERS
 from notifications.smtp import STEP_LABELS
 from notifications.views import FRAGMENT_TEMPLATE, SendTestEmailView
@@ -176,6 +180,8 @@ class SmtpSettingsAdmin(admin.ModelAdmin):
         # The test view passes the bound forms and the result; the plain page starts afresh.
         context.setdefault("test_form", TestEmailForm(initial={"to": request.user.email}))
         context["test_deadline"] = conf.get("TEST_DEADLINE_SECONDS")
+        # The page's script keeps the test buttons disabled, counting down, until then.
+        context["test_retry_after"] = diagnosis.seconds_until_allowed(request.user)
         context["providers"] = [
             {
                 "key": p.key,
@@ -207,13 +213,17 @@ class SmtpSettingsAdmin(admin.ModelAdmin):
 
 @admin.register(SettingsChange)
 class SettingsChangeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("changed_at", "version", "changed_by", "source", "changed_fields")
+    list_display = ("changed_at", "version", "changed_by", "source", "summary")
     list_filter = ("source",)
-    readonly_fields = ("changed_at", "changed_by", "version", "changes", "source")
+    fields = ("changed_at", "changed_by", "version", "source", "summary")
+    readonly_fields = fields
 
-    @admin.display(description=_("changed fields"))
-    def changed_fields(self, obj: SettingsChange) -> str:
-        return ", ".join(obj.changes) or "—"
+    @admin.display(description=_("changes"))
+    def summary(self, obj: SettingsChange) -> str:
+        lines = audit.describe(obj.changes)
+        if not lines:
+            return "—"
+        return format_html_join(mark_safe("<br>"), "{}", ((line,) for line in lines))
 
 
 @admin.register(TestRun)
@@ -258,13 +268,16 @@ class TestRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 class NotificationAdmin(admin.ModelAdmin):
     """The delivery log: read-only rows, with "retry now" and "cancel" as the only changes."""
 
-    list_display = ("created_at", "recipient", "subject", "status", "attempts", "sent_at", "error")
+    list_display = (
+        *("created_at", "recipient", "subject", "status_label", "attempts", "sent_at", "error"),
+    )
     list_filter = ("status", "created_at")
     search_fields = ("recipient", "subject", "message_id", "idempotency_key")
     date_hierarchy = "created_at"
     actions = ("retry_now", "cancel")
+    change_form_template = "admin/notifications/notification/change_form.html"
     fieldsets = (
-        (None, {"fields": ("recipient", "subject", "status", "source", "idempotency_key")}),
+        (None, {"fields": ("recipient", "subject", "status_label", "source", "idempotency_key")}),
         (
             _("Delivery"),
             {
@@ -282,8 +295,30 @@ class NotificationAdmin(admin.ModelAdmin):
         (_("Content"), {"fields": ("reply_to", "headers", "body", "html_body")}),
     )
 
+    class Media:
+        css = {"all": ("notifications/delivery_log.css",)}
+
     def get_readonly_fields(self, request, obj=None):
-        return [field.name for field in Notification._meta.fields]
+        return [field.name for field in Notification._meta.fields] + ["status_label"]
+
+    def get_fieldsets(self, request: HttpRequest, obj=None):
+        """ "Next attempt" only while there will be one."""
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or obj.status in PENDING:
+            return fieldsets
+        return [
+            (name, {**options, "fields": [f for f in options["fields"] if f != "next_attempt_at"]})
+            for name, options in fieldsets
+        ]
+
+    @admin.display(description=_("status"), ordering="status")
+    def status_label(self, obj: Notification):
+        """The status in words and in colour (the class names the status for the stylesheet)."""
+        return format_html(
+            '<span class="delivery-status delivery-status-{}">{}</span>',
+            obj.status,
+            obj.get_status_display(),
+        )
 
     @admin.display(description=_("last error"))
     def error(self, obj: Notification) -> str:
@@ -295,25 +330,117 @@ class NotificationAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
 
+    def get_urls(self):
+        """Retry and cancel one notification from its page (POST only)."""
+        opts = self.opts
+        views = {"retry": self.retry_view, "cancel": self.cancel_view}
+        return [
+            *(
+                path(
+                    f"<path:object_id>/{name}/",
+                    self.admin_site.admin_view(require_POST(view)),
+                    name=f"{opts.app_label}_{opts.model_name}_{name}",
+                )
+                for name, view in views.items()
+            ),
+            *super().get_urls(),
+        ]
+
+    def render_change_form(self, request, context, *args, obj=None, **kwargs):
+        """The page is a record: no Save buttons; Retry and Cancel when they can apply."""
+        can_act = obj is not None and self.has_change_permission(request, obj)
+        context.update(
+            can_retry=can_act and obj.status in RETRYABLE,
+            can_cancel=can_act and obj.status == Status.QUEUED,
+        )
+        return super().render_change_form(request, context, *args, obj=obj, **kwargs)
+
+    def retry_view(self, request: HttpRequest, object_id: str):
+        return self._act_on_one(request, object_id, self.retry_now)
+
+    def cancel_view(self, request: HttpRequest, object_id: str):
+        return self._act_on_one(request, object_id, self.cancel)
+
+    def _act_on_one(self, request: HttpRequest, object_id: str, action):
+        obj = self.get_object(request, object_id)
+        if obj is None:
+            raise Http404
+        if not self.has_change_permission(request, obj):
+            raise PermissionDenied
+        action(request, Notification.objects.filter(pk=obj.pk))
+        opts = self.opts
+        return HttpResponseRedirect(
+            reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
+        )
+
     @admin.action(description=_("Retry now"), permissions=["change"])
     def retry_now(self, request: HttpRequest, queryset) -> None:
+        skipped = _by_status(queryset.exclude(status__in=RETRYABLE))
         count = services.retry_now(queryset)
-        self.message_user(
-            request,
-            ngettext(
-                "%d notification queued to retry now.",
-                "%d notifications queued to retry now.",
-                count,
+        if count or not skipped:
+            self.message_user(
+                request,
+                ngettext(
+                    "%d notification queued to retry now.",
+                    "%d notifications queued to retry now.",
+                    count,
+                )
+                % count,
+                messages.SUCCESS,
             )
-            % count,
-            messages.SUCCESS,
-        )
+        for status, number in skipped.items():
+            self.message_user(request, _not_retried(status, number), messages.WARNING)
 
     @admin.action(description=_("Cancel (if not sent yet)"), permissions=["change"])
     def cancel(self, request: HttpRequest, queryset) -> None:
+        skipped = sum(_by_status(queryset.exclude(status=Status.QUEUED)).values())
         count = services.cancel(queryset, by=request.user)
-        self.message_user(
-            request,
-            ngettext("%d notification cancelled.", "%d notifications cancelled.", count) % count,
-            messages.SUCCESS,
+        if count or not skipped:
+            self.message_user(
+                request,
+                ngettext("%d notification cancelled.", "%d notifications cancelled.", count)
+                % count,
+                messages.SUCCESS,
+            )
+        if skipped:
+            self.message_user(
+                request,
+                ngettext(
+                    "%d notification was not cancelled: only a queued one can be.",
+                    "%d notifications were not cancelled: only queued ones can be.",
+                    skipped,
+                )
+                % skipped,
+                messages.WARNING,
+            )
+
+
+#: Statuses with an attempt still to come, and those "retry now" applies to.
+PENDING = (Status.QUEUED, Status.SENDING)
+RETRYABLE = (Status.QUEUED, Status.FAILED)
+
+
+def _by_status(queryset) -> dict[str, int]:
+    counts = queryset.values("status").annotate(number=Count("pk")).order_by("status")
+    return {row["status"]: row["number"] for row in counts}
+
+
+def _not_retried(status: str, number: int) -> str:
+    """Why ``number`` selected notifications in ``status`` were not queued."""
+    if status == Status.SENT:
+        return (
+            ngettext(
+                "%d notification was not queued: it was sent already, and is not sent twice.",
+                "%d notifications were not queued: they were sent already, and are not sent twice.",
+                number,
+            )
+            % number
         )
+    return (
+        ngettext(
+            "%d notification was not queued: a worker is sending it right now.",
+            "%d notifications were not queued: a worker is sending them right now.",
+            number,
+        )
+        % number
+    )

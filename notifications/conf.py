@@ -56,6 +56,10 @@ DEFAULTS: dict[str, Any] = {
     # Anonymous password-reset mail: most per address, and per client (IP), in an hour.
     "PASSWORD_RESETS_PER_ADDRESS": 3,
     "PASSWORD_RESETS_PER_CLIENT": 10,
+    # Where the client's IP address is, for that limit: behind a proxy every request comes from
+    # the proxy, so name the header it overwrites with the client's address, e.g.
+    # "HTTP_X_REAL_IP" (never one a client could set itself through the proxy).
+    "CLIENT_IP_META_KEY": "REMOTE_ADDR",
 }
 
 

@@ -106,7 +106,8 @@ def _start(*, by: AbstractBaseUser | None, to: str, settings_version: int | None
         )
 
 
-def _check_rate(user: AbstractBaseUser) -> None:
+def seconds_until_allowed(user: AbstractBaseUser) -> int:
+    """0 if ``user`` may run a test now; otherwise how many seconds until they may."""
     # Below 1 nobody could ever test; treat a misconfiguration as the strictest usable limit.
     limit = max(1, conf.get("TEST_EMAILS_PER_MINUTE"))
     now = timezone.now()
@@ -116,10 +117,17 @@ def _check_rate(user: AbstractBaseUser) -> None:
         .values_list("created_at", flat=True)
     )
     if len(recent) < limit:
-        return
+        return 0
     # The next run is allowed once enough of the recent ones have left the window.
     frees_at = recent[len(recent) - limit] + RATE_WINDOW
-    seconds = max(1, math.ceil((frees_at - now).total_seconds()))
+    return max(1, math.ceil((frees_at - now).total_seconds()))
+
+
+def _check_rate(user: AbstractBaseUser) -> None:
+    seconds = seconds_until_allowed(user)
+    if not seconds:
+        return
+    limit = max(1, conf.get("TEST_EMAILS_PER_MINUTE"))
     raise RateLimited(
         ngettext(
             "Too many test emails: at most %(limit)d a minute. Try again in %(seconds)d second.",

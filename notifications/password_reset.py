@@ -105,7 +105,8 @@ class PasswordResetView(auth_views.PasswordResetView):
     form_class = ThrottledPasswordResetForm
 
     def get_form_kwargs(self):
-        return {**super().get_form_kwargs(), "client": self.request.META.get("REMOTE_ADDR", "")}
+        client = self.request.META.get(conf.get("CLIENT_IP_META_KEY"), "")
+        return {**super().get_form_kwargs(), "client": client[:100]}
 
     def form_invalid(self, form):
         response = super().form_invalid(form)

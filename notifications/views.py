@@ -57,8 +57,12 @@ class SendTestEmailView(View):
         test_form = TestEmailForm(request.POST)
         result, status = self._test(request, form, test_form)
         if request.headers.get("X-Requested-With") == "XMLHttpRequest":
-            return TemplateResponse(request, FRAGMENT_TEMPLATE, result, status=status)
-        return self._page(request, obj, form, test_form, result, status)
+            response = TemplateResponse(request, FRAGMENT_TEMPLATE, result, status=status)
+        else:
+            response = self._page(request, obj, form, test_form, result, status)
+        if "retry_after" in result:  # the page's script counts down to it
+            response["Retry-After"] = str(result["retry_after"])
+        return response
 
     def _test(
         self, request: HttpRequest, form: ModelForm, test_form: TestEmailForm
@@ -79,12 +83,15 @@ class SendTestEmailView(View):
                 connect_only=self.connect_only,
             )
         except diagnosis.RateLimited as error:
-            return {"problem": str(error)}, 429
+            return {"problem": str(error), "retry_after": error.retry_after}, 429
         except NotificationsError as error:  # e.g. the stored password cannot be decrypted
             return {"problem": str(error)}, 200
         as_dict = report.as_dict()
         failed = next((step for step in as_dict["steps"] if step["status"] == "failed"), None)
-        return {"report": as_dict, "failed": failed, "recipient": recipient}, 200
+        context = {"report": as_dict, "failed": failed, "recipient": recipient}
+        # Values that passed but are not saved: offer to save them from the result.
+        context["offer_save"] = report.ok and form.has_changed()
+        return context, 200
 
     def _page(
         self,
@@ -98,6 +105,7 @@ class SendTestEmailView(View):
         """The settings page with the typed values and the result: the same context Django's
         change view builds for a form it re-shows, plus the test's."""
         admin = self.model_admin
+        dropped = any(request.POST.get(name) for name in SmtpSettingsForm.SECRET_FIELDS)
         admin_form = helpers.AdminForm(
             form,
             list(admin.get_fieldsets(request, obj)),
@@ -119,11 +127,10 @@ class SendTestEmailView(View):
             "errors": helpers.AdminErrorList(form, []),
             "preserved_filters": admin.get_preserved_filters(request),
             "test_form": test_form,
-            "test_result": result,
-            # Typed secrets are never sent back, so a Save after this would keep the old ones.
-            "test_password_dropped": any(
-                request.POST.get(name) for name in SmtpSettingsForm.SECRET_FIELDS
-            ),
+            # Typed secrets are never sent back, so a Save after this would keep the old ones:
+            # no "Save these settings" then.
+            "test_result": {**result, "offer_save": result.get("offer_save") and not dropped},
+            "test_password_dropped": dropped,
         }
         change_url = reverse(
             f"admin:{obj._meta.app_label}_{obj._meta.model_name}_change", args=[obj.pk]

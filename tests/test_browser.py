@@ -160,28 +160,59 @@ def test_delivery_log_shows_sent_and_failed_rows_and_retry_now_resends(
     services.deliver()
 
     page = admin_page
-    page.set_viewport_size({"width": 1440, "height": 640})
+    # A common laptop screen, the admin's sidebar open: every column is on screen.
+    page.set_viewport_size({"width": 1366, "height": 640})
     page.goto("/admin/")
     page.get_by_role("link", name="Delivery log").click()
-    page.get_by_role("button", name="Toggle navigation").click()  # room for every column
     rows = page.locator("#result_list tbody tr")
     expect(rows).to_have_count(2)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1366
+    last_column = page.locator("#result_list thead th").last.bounding_box()
+    assert last_column["x"] + last_column["width"] <= 1366
     sent = rows.filter(has_text="member@example.com")
     failed = rows.filter(has_text="gone@example.com")
-    expect(sent.locator(".field-status")).to_have_text("sent")
-    expect(failed.locator(".field-status")).to_have_text("failed")
+    expect(sent.locator(".field-status_label")).to_have_text("sent")
+    expect(failed.locator(".field-status_label")).to_have_text("failed")
     expect(failed.locator(".field-error")).to_contain_text("550 5.1.1")
+    # In colour, and not the same colour.
+    colours = {
+        status: rows.locator(f".delivery-status-{status}").evaluate(
+            "el => getComputedStyle(el).backgroundColor"
+        )
+        for status in ("sent", "failed")
+    }
+    assert colours["sent"] != colours["failed"]
+    assert "rgba(0, 0, 0, 0)" not in colours.values()
     screenshot(page, "delivery-log.png")
+
+    # "Retry now" on a sent row: nothing queued, and it says why.
+    sent.locator("input.action-select").check()
+    page.select_option("select[name=action]", "retry_now")
+    page.get_by_role("button", name="Go").click()
+    expect(page.locator(".messagelist")).to_contain_text(
+        "1 notification was not queued: it was sent already, and is not sent twice."
+    )
+    expect(page.locator(".messagelist")).not_to_contain_text("0 notifications queued")
+
+    # A sent row's page is a record: no Save, no Next attempt, nothing to do.
+    rows.filter(has_text="member@example.com").locator("th a").click()
+    expect(page.locator(".field-status_label")).to_contain_text("sent")
+    expect(page.locator("input[name=_save]")).to_have_count(0)
+    expect(page.locator(".field-next_attempt_at")).to_have_count(0)
+    expect(page.get_by_role("button", name="Retry now")).to_have_count(0)
+    page.go_back()
 
     failed.locator("input.action-select").check()
     page.select_option("select[name=action]", "retry_now")
     page.get_by_role("button", name="Go").click()
     expect(page.locator(".messagelist")).to_contain_text("1 notification queued to retry now.")
-    expect(failed.locator(".field-status")).to_have_text("queued")
+    expect(failed.locator(".field-status_label")).to_have_text("queued")
 
     services.deliver()  # the worker's part; the server now accepts the address
     page.reload()
-    expect(rows.filter(has_text="gone@example.com").locator(".field-status")).to_have_text("sent")
+    expect(rows.filter(has_text="gone@example.com").locator(".field-status_label")).to_have_text(
+        "sent"
+    )
     assert sorted(m.rcpt_tos[0] for m in plain_smtp_server.messages) == [
         "gone@example.com",
         "member@example.com",
@@ -347,3 +378,110 @@ def test_microsoft_365_oauth2_set_up_and_tested_in_the_browser(
     expect(page.locator("#id_client_secret")).to_be_hidden()
     expect(page.locator("#id_tenant_id")).to_be_hidden()
     screenshot(page, "oauth2-settings.png")
+
+
+def test_a_failed_rows_page_retries_it_and_the_audit_trail_reads_as_words(
+    admin_page, configure_smtp, plain_smtp_server
+):
+    configure_smtp(plain_smtp_server, batch=4)
+    configure_smtp(plain_smtp_server, batch=2)
+    plain_smtp_server.queue_replies("RCPT", "550 5.1.1 <gone@example.com>: no such user")
+    [row] = notifications.notify(recipients="gone@example.com", subject="Welcome", body="Hello")
+    services.deliver()
+
+    page = admin_page
+    page.goto(f"{LOG_URL}{row.pk}/change/")
+    expect(page.locator(".field-status_label")).to_contain_text("failed")
+    expect(page.locator("input[name=_save]")).to_have_count(0)
+    expect(page.get_by_role("button", name="Cancel (if not sent yet)")).to_have_count(0)
+    page.get_by_role("button", name="Retry now").click()
+    expect(page.locator(".messagelist")).to_contain_text("1 notification queued to retry now.")
+    expect(page.locator(".field-status_label")).to_contain_text("queued")
+    expect(page.locator(".field-next_attempt_at")).to_be_visible()
+    expect(page.get_by_role("button", name="Cancel (if not sent yet)")).to_be_visible()
+
+    page.goto("/admin/notifications/settingschange/")
+    latest = page.locator("#result_list tbody tr").first
+    expect(latest.locator(".field-summary")).to_have_text("Batch: 4 → 2")
+    expect(page.locator("#result_list")).not_to_contain_text("[4, 2]")
+
+
+def in_view(page, selector: str) -> bool:
+    """Whether the top of ``selector`` is inside the browser window."""
+    return page.evaluate(
+        """(s) => { const r = document.querySelector(s).getBoundingClientRect();
+                    return r.top >= 0 && r.top < window.innerHeight; }""",
+        selector,
+    )
+
+
+def test_the_test_result_comes_into_view_offers_to_save_and_counts_down_at_the_limit(
+    admin_page, configure_smtp, plain_smtp_server, settings
+):
+    settings.NOTIFICATIONS = {**settings.NOTIFICATIONS, "TEST_EMAILS_PER_MINUTE": 2}
+    configure_smtp(plain_smtp_server, batch=4)
+    page = admin_page
+    page.goto(SETTINGS_URL)
+    # The test button sits in the Save row, beside Save.
+    row = page.locator(".submit-row").last
+    expect(row.locator("input[name=_save]")).to_be_visible()
+    expect(row.locator("#test-email-button")).to_be_visible()
+
+    # Unsaved values that pass: the result is scrolled into view, with "Save these settings".
+    page.fill("#id_batch", "6")
+    page.evaluate("window.scrollTo(0, 0)")
+    send_test_email(page)
+    expect(result_heading(page)).to_contain_text("Delivered to the server")
+    assert in_view(page, "#test-email-result-heading")
+    screenshot(page, "test-passed.png", element="#test-email-result")
+    page.get_by_role("button", name="Save these settings").click()
+    expect(page.locator(".messagelist")).to_contain_text("was changed successfully")
+    assert SmtpSettings.load().batch == 6
+
+    # The second test of the minute passes; the third would not: a countdown, not a failure.
+    send_test_email(page)
+    expect(result_heading(page)).to_contain_text("Delivered to the server")
+    expect(page.get_by_role("button", name="Save these settings")).to_have_count(0)  # saved
+    send_test_email(page)
+    button, status = page.locator("#test-email-button"), page.locator("#test-email-status")
+    expect(button).to_be_disabled()
+    expect(status).to_contain_text(re.compile(r"next test in \d+ s"))
+    first = int(re.search(r"in (\d+) s", status.inner_text()).group(1))
+    expect(status).not_to_contain_text(f"in {first} s", timeout=5_000)  # it counts
+    # A reload does not give back a button that would fail.
+    page.reload()
+    expect(page.locator("#test-email-button")).to_be_disabled()
+    expect(page.locator("#test-email-status")).to_contain_text("next test in")
+    assert len(plain_smtp_server.messages) == 2
+
+
+def test_the_dev_sink_in_auth_mode_shows_a_newcomer_the_bad_password_diagnosis(admin_page):
+    from devsink import sink
+    from devsink.models import ReceivedMessage
+    from tests.loopback import free_port
+
+    server = sink.controller(host="127.0.0.1", port=free_port(), auth=True)
+    server.start()
+    try:
+        page = admin_page
+        page.goto(SETTINGS_URL)
+        page.select_option("#id_provider", "devsink")
+        page.fill("#id_port", str(server.port))
+        page.fill("#id_username", sink.USERNAME)
+        page.fill("#id_password", "a-wrong-password")
+        page.fill("#id_from_address", "Site <noreply@example.com>")
+        page.locator("summary", has_text="Advanced security").click()
+        page.check("#id_allow_plaintext_login")
+        send_test_email(page)
+        expect(result_heading(page)).to_contain_text("Failed at Login (AUTH)")
+        expect(page.locator(".test-step-failed")).to_contain_text("535")
+        expect(page.locator(".test-email-hint")).to_contain_text("Check the username and password.")
+        assert not ReceivedMessage.objects.exists()
+
+        page.fill("#id_password", sink.PASSWORD)
+        send_test_email(page)
+        expect(result_heading(page)).to_contain_text("Delivered to the server")
+        [received] = ReceivedMessage.objects.all()
+        assert received.rcpt_to == ["root@example.com"]
+    finally:
+        server.stop()

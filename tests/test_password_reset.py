@@ -63,3 +63,24 @@ def test_one_client_gets_a_few_an_hour_then_429(django_user_model):
 def test_an_unknown_address_makes_nothing_and_looks_the_same(member):
     assert ask("nobody@example.com") == 302
     assert not Notification.objects.exists()
+
+
+@override_settings(
+    NOTIFICATIONS={"PASSWORD_RESETS_PER_CLIENT": 1, "CLIENT_IP_META_KEY": "HTTP_X_REAL_IP"}
+)
+def test_behind_a_proxy_the_client_is_the_address_the_proxy_names(django_user_model):
+    for i in range(3):
+        django_user_model.objects.create_user(f"u{i}", f"u{i}@example.com", "pw-for-tests")
+    proxy = Client(REMOTE_ADDR="10.0.0.1")
+    assert (
+        proxy.post(URL, {"email": "u0@example.com"}, HTTP_X_REAL_IP="198.51.100.1").status_code
+        == 302
+    )
+    assert (
+        proxy.post(URL, {"email": "u1@example.com"}, HTTP_X_REAL_IP="198.51.100.2").status_code
+        == 302
+    )
+    assert (
+        proxy.post(URL, {"email": "u2@example.com"}, HTTP_X_REAL_IP="198.51.100.1").status_code
+        == 429
+    )

@@ -251,6 +251,9 @@ def test_rate_limit_stops_an_administrator_after_n_runs_a_minute_and_says_how_lo
     html = limited.content.decode()
     assert "Too many test emails: at most 2 a minute. Try again in" in html
     assert " seconds." in html
+    assert 0 < int(limited["Retry-After"]) <= 60  # the page's script counts down from it
+    page = admin_client.get(CHANGE_URL).content.decode()
+    assert 'data-retry-after="0"' not in page and "data-retry-after=" in page
     assert len(plain_smtp_server.messages) == 2
 
     other = Client()
@@ -337,3 +340,27 @@ def test_with_javascript_only_the_result_comes_back(
     assert "<html" not in html
     assert 'name="host"' not in html
     assert html.lstrip().startswith("<h3")
+
+
+def test_a_passing_test_of_unsaved_values_offers_to_save_them(
+    admin_client, configure_smtp, plain_smtp_server
+):
+    configure_smtp(plain_smtp_server)
+    stored = form_values(plain_smtp_server, timeout=str(SmtpSettings.load().timeout))
+    saved = admin_client.post(TEST_URL, stored, headers=FETCH)
+    assert "Delivered to the server" in saved.content.decode()
+    assert "Save these settings" not in saved.content.decode()  # nothing to save
+    changed = {**stored, "batch": "7"}
+    unsaved = admin_client.post(TEST_URL, changed, headers=FETCH).content.decode()
+    assert 'name="_continue"' in unsaved and "Save these settings" in unsaved
+    # The button saves the form it is in: the same values, posted to the page.
+    assert admin_client.post(CHANGE_URL, {**changed, "_continue": "1"}).status_code == 302
+    assert SmtpSettings.load().batch == 7
+
+
+def test_a_failing_test_offers_no_save(admin_client, configure_smtp, plain_smtp_server):
+    configure_smtp(plain_smtp_server)
+    plain_smtp_server.queue_replies("MAIL", "550 5.7.1 sender rejected")
+    values = form_values(plain_smtp_server, batch="7")
+    html = admin_client.post(TEST_URL, values, headers=FETCH).content.decode()
+    assert "Failed at" in html and "Save these settings" not in html

@@ -32,16 +32,41 @@ document.addEventListener("DOMContentLoaded", () => {
     }
   }
 
+  function disable(disabled) {
+    for (const button of buttons) button.disabled = disabled;
+  }
+
   function setBusy(busy) {
-    for (const button of buttons) button.disabled = busy;
+    disable(busy);
     result.setAttribute("aria-busy", String(busy));
     status.classList.toggle("test-email-busy", busy);
     status.textContent = busy ? text.busy : "";
   }
 
+  // Over the per-minute limit: the buttons stay disabled, counting down, rather than failing.
+  let countdown = null;
+  function waitFor(seconds) {
+    clearInterval(countdown);
+    let left = Math.max(0, Math.ceil(seconds));
+    const tick = () => {
+      if (left <= 0) {
+        clearInterval(countdown);
+        disable(false);
+        status.textContent = "";
+        return;
+      }
+      disable(true);
+      status.textContent = text.wait.replace("%(seconds)s", left);
+      left -= 1;
+    };
+    tick();
+    countdown = setInterval(tick, 1000);
+  }
+
   async function runTest(button) {
     setBusy(true);
     let message = "";
+    let retryAfter = 0;
     try {
       const response = await fetch(button.formAction, {
         method: "POST",
@@ -56,6 +81,7 @@ document.addEventListener("DOMContentLoaded", () => {
       } else {
         result.innerHTML = await response.text(); // server-rendered and escaped by Django
         enableCopy();
+        if (response.status === 429) retryAfter = Number(response.headers.get("Retry-After"));
       }
     } catch {
       message = text.failed;
@@ -64,7 +90,12 @@ document.addEventListener("DOMContentLoaded", () => {
     }
     status.textContent = message;
     const heading = document.getElementById("test-email-result-heading");
-    if (!message && heading) heading.focus();
+    if (!message && heading) {
+      // The result starts at the top of the window, its heading focused for screen readers.
+      heading.scrollIntoView({ block: "start" });
+      heading.focus({ preventScroll: true });
+    }
+    if (retryAfter > 0) waitFor(retryAfter);
   }
 
   form.addEventListener("submit", (event) => {
@@ -80,4 +111,6 @@ document.addEventListener("DOMContentLoaded", () => {
     }
   });
   enableCopy();
+  const limited = Number(buttons[0].dataset.retryAfter);
+  if (limited > 0) waitFor(limited);
 });
