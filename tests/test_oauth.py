@@ -42,10 +42,7 @@ def configure(server, token_server, smtp_pki, method="microsoft-oauth2", **field
 
 @pytest.mark.parametrize("method", ["microsoft-oauth2", "google-oauth2"])
 def test_diagnosis_signs_in_with_a_token_and_delivers(
-    oauth_smtp,
-    token_server,
-    smtp_pki,
-    method,  # noqa: F811
+    oauth_smtp, token_server, smtp_pki, method  # noqa: F811
 ):
     config = configure(oauth_smtp, token_server, smtp_pki, method).to_smtp_config()
     report = diagnose(config, to="someone@example.com")
@@ -87,9 +84,7 @@ def test_connect_only_lists_capabilities_and_sends_nothing(oauth_smtp, token_ser
     assert any(line.startswith("AUTH") and "XOAUTH2" in line for line in after)
 
 
-def test_password_login_can_be_forced_to_login_mechanism(
-    smtp_server_factory, configure_smtp, smtp_pki
-):
+def test_password_login_can_be_forced_to_login_mechanism(smtp_server_factory, configure_smtp, smtp_pki):
     server = smtp_server_factory("ssl")
     record = configure_smtp(
         server, pki=smtp_pki, username=USERNAME, password=PASSWORD, auth_mechanism="login"
@@ -111,12 +106,7 @@ def test_password_login_can_be_forced_to_login_mechanism(
     ],
 )
 def test_each_token_endpoint_error_fails_the_token_step_with_its_hint(
-    oauth_smtp,
-    token_server,
-    smtp_pki,
-    method,
-    error,
-    hint,  # noqa: F811
+    oauth_smtp, token_server, smtp_pki, method, error, hint  # noqa: F811
 ):
     config = configure(oauth_smtp, token_server, smtp_pki, method).to_smtp_config()
     token_server.error = error
@@ -137,9 +127,7 @@ def test_a_wrong_secret_is_found_by_the_endpoint_not_guessed(oauth_smtp, token_s
 
 
 def test_a_token_without_the_send_as_app_role_says_which_permission(
-    oauth_smtp,
-    token_server,
-    smtp_pki,  # noqa: F811
+    oauth_smtp, token_server, smtp_pki  # noqa: F811
 ):
     token_server.roles = []
     report = diagnose(
@@ -150,9 +138,7 @@ def test_a_token_without_the_send_as_app_role_says_which_permission(
 
 
 def test_an_untrusted_token_endpoint_certificate_points_at_the_extra_ca(
-    oauth_smtp,
-    token_server,
-    smtp_pki,  # noqa: F811
+    oauth_smtp, token_server, smtp_pki  # noqa: F811
 ):
     record = configure(oauth_smtp, token_server, smtp_pki)
     record.ca_pem = ""
@@ -163,10 +149,7 @@ def test_an_untrusted_token_endpoint_certificate_points_at_the_extra_ca(
 
 
 def test_an_unreachable_token_endpoint_is_temporary(
-    oauth_smtp,
-    token_server,
-    smtp_pki,
-    closed_port,  # noqa: F811
+    oauth_smtp, token_server, smtp_pki, closed_port  # noqa: F811
 ):
     record = configure(oauth_smtp, token_server, smtp_pki)
     record.token_url = f"https://localhost:{closed_port}/tenant/oauth2/v2.0/token"
@@ -183,11 +166,7 @@ def test_an_unreachable_token_endpoint_is_temporary(
     ],
 )
 def test_exchange_refusing_the_token_names_the_service_principal_fixes(
-    oauth_smtp,
-    token_server,
-    smtp_pki,
-    reply,
-    refetched,  # noqa: F811
+    oauth_smtp, token_server, smtp_pki, reply, refetched  # noqa: F811
 ):
     oauth_smtp.handler.accepts = lambda mailbox, token: False
     oauth_smtp.handler.failure_reply = reply
@@ -201,9 +180,7 @@ def test_exchange_refusing_the_token_names_the_service_principal_fixes(
 
 
 def test_gmail_refusing_the_token_answers_the_error_challenge_and_hints(
-    oauth_smtp,
-    token_server,
-    smtp_pki,  # noqa: F811
+    oauth_smtp, token_server, smtp_pki  # noqa: F811
 ):
     oauth_smtp.handler.accepts = lambda mailbox, token: False
     oauth_smtp.handler.failure_reply = "535 5.7.8 Username and Password not accepted."
@@ -225,9 +202,7 @@ def test_oauth2_never_falls_back_to_a_password(smtp_server_factory, token_server
 
 
 def test_a_token_expiring_within_minutes_is_refreshed_before_use(
-    oauth_smtp,
-    token_server,
-    smtp_pki,  # noqa: F811
+    oauth_smtp, token_server, smtp_pki  # noqa: F811
 ):
     token_server.expires_in = 120  # inside the refresh margin from the start
     config = configure(oauth_smtp, token_server, smtp_pki).to_smtp_config()
@@ -243,9 +218,7 @@ def test_a_token_expiring_within_minutes_is_refreshed_before_use(
 
 
 def test_a_revoked_cached_token_is_dropped_and_fetched_once_more(
-    oauth_smtp,
-    token_server,
-    smtp_pki,  # noqa: F811
+    oauth_smtp, token_server, smtp_pki  # noqa: F811
 ):
     import notifications
 
@@ -261,9 +234,7 @@ def test_a_revoked_cached_token_is_dropped_and_fetched_once_more(
 
 
 def test_a_token_refused_twice_pauses_sending_after_one_refetch(
-    oauth_smtp,
-    token_server,
-    smtp_pki,  # noqa: F811
+    oauth_smtp, token_server, smtp_pki  # noqa: F811
 ):
     import notifications
     from notifications.models import Notification, Status
@@ -281,10 +252,7 @@ def test_a_token_refused_twice_pauses_sending_after_one_refetch(
 
 @pytest.mark.django_db(transaction=True)
 def test_two_worker_processes_sending_30_messages_make_one_token_request(
-    oauth_smtp,
-    token_server,
-    smtp_pki,
-    celery_worker_factory,  # noqa: F811
+    oauth_smtp, token_server, smtp_pki, celery_worker_factory  # noqa: F811
 ):
     import notifications
     from django.db import transaction
