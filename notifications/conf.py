@@ -15,8 +15,6 @@ DEFAULTS: dict[str, Any] = {
     # How long a claim on a notification or a send slot lasts before another worker may take it.
     # Longer than the slowest single send (every SMTP step may take the full timeout).
     "LEASE_SECONDS": 300,
-    # Most messages one worker sends over one SMTP session before it reconnects.
-    "MESSAGES_PER_SESSION": 100,
     # How many due rows a worker claims in one round trip (it sends them over its session).
     "CLAIM_BATCH": 10,
     # The most one message's whole SMTP exchange (MAIL, RCPT, DATA) may take, however slowly
@@ -50,6 +48,11 @@ DEFAULTS: dict[str, Any] = {
     "HEARTBEAT_STALE_SECONDS": 120,
     # The rate-limit windows' lengths (tests shorten them; providers count real ones).
     "RATE_WINDOW_SECONDS": {"minute": 60, "hour": 3600, "day": 86400},
+    # A session finding the windows full waits in place when one has room within this long;
+    # otherwise it closes and one drain is requested for the moment the window opens.
+    "RATE_WAIT_IN_SESSION_SECONDS": 5,
+    # The least a daily-quota reply holds every worker back (the provider's day may not be ours).
+    "THROTTLE_DAILY_SECONDS": 3600,
     # Send test email: most runs per administrator per minute, and the overall bound on one run.
     "TEST_EMAILS_PER_MINUTE": 5,
     "TEST_DEADLINE_SECONDS": 30,

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from notifications.smtp import OAuthCredentials, SmtpConfig
 
 MAX_BATCH = 100
+#: Bounds of the quota fields: beyond these a value is a typo, not a provider's limit.
+MAX_RATE = 10_000_000
+MAX_MESSAGES_PER_CONNECTION = 10_000
 
 
 class Security(models.TextChoices):
@@ -186,6 +189,33 @@ class SmtpSettings(models.Model):
             "The most emails in flight at once, across all workers: at most this many SMTP "
             "sessions are open at the same moment."
         ),
+    )
+    rate_per_minute = models.PositiveIntegerField(
+        _("most messages per minute"),
+        default=0,
+        validators=[MaxValueValidator(MAX_RATE)],
+        help_text=_("Across all workers, in any rolling minute. 0: no limit."),
+    )
+    rate_per_hour = models.PositiveIntegerField(
+        _("most messages per hour"),
+        default=0,
+        validators=[MaxValueValidator(MAX_RATE)],
+        help_text=_("In any rolling hour. 0: no limit."),
+    )
+    rate_per_day = models.PositiveIntegerField(
+        _("most messages per day"),
+        default=0,
+        validators=[MaxValueValidator(MAX_RATE)],
+        help_text=_(
+            "In any rolling 24 hours: the provider's daily quota (Google Workspace 2,000, "
+            "Exchange Online 10,000 recipients). 0: no limit."
+        ),
+    )
+    messages_per_connection = models.PositiveSmallIntegerField(
+        _("messages per connection"),
+        default=100,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_MESSAGES_PER_CONNECTION)],
+        help_text=_("After this many messages an SMTP session is closed and a new one opened."),
     )
     version = models.PositiveIntegerField(default=0, editable=False)
     updated_at = models.DateTimeField(null=True, editable=False)
@@ -590,6 +620,9 @@ class ConnectBackoff(models.Model):
     retry_at = models.DateTimeField(null=True, blank=True)
     reason = models.TextField(blank=True)  # the last failure, sanitised like last_error
     failed_at = models.DateTimeField(null=True, blank=True)
+    # The last failure was the provider limiting this sender (a throttling or quota reply), not
+    # a server out of reach.
+    throttled = models.BooleanField(default=False)
 
     def __str__(self) -> str:
         return f"{self.failures} failed connection(s)"
@@ -606,6 +639,21 @@ class SendReservation(models.Model):
 
     def __str__(self) -> str:
         return f"send at {self.reserved_at:%Y-%m-%d %H:%M:%S}"
+
+
+class RateHold(models.Model):
+    """The one record (pk 1) of when a full rate-limit window next has room.
+
+    Whoever moves ``wake_at`` asks for a drain at that moment; everyone else who finds the window
+    full leaves it to them, so the workers neither poll nor stampede when the window opens.
+    """
+
+    SINGLETON_PK = 1
+
+    wake_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"rate limited until {self.wake_at}" if self.wake_at else "not rate limited"
 
 
 class TestRun(models.Model):

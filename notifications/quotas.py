@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from . import conf
 from .exceptions import NotificationsError
-from .models import SendReservation
+from .models import RateHold, SendReservation
 
 #: The windows an administrator can limit, in the order they are checked.
 WINDOWS = ("minute", "hour", "day")
@@ -60,6 +61,11 @@ class RateLimits:
         ]
 
 
+def limits_of(settings) -> RateLimits:
+    """The rate limits an SmtpSettings record sets."""
+    return RateLimits(settings.rate_per_minute, settings.rate_per_hour, settings.rate_per_day)
+
+
 def reserve(limits: RateLimits, *, now: datetime | None = None) -> int | None:
     """Take one send from every window and return the reservation's id (None: nothing limited).
 
@@ -70,15 +76,43 @@ def reserve(limits: RateLimits, *, now: datetime | None = None) -> int | None:
     with transaction.atomic():
         _lock()
         now = now or timezone.now()
-        for window, limit, length in limits.active():
-            in_window = SendReservation.objects.filter(reserved_at__gt=now - length)
-            count = in_window.count()
-            if count >= limit:
-                # The window has room again once the (count - limit + 1) oldest have aged out.
-                oldest = in_window.order_by("reserved_at").values_list("reserved_at", flat=True)
-                retry_at = oldest[count - limit] + length
-                raise RateLimitReached(window=window, limit=limit, retry_at=retry_at)
+        if full := _full_window(limits, now):
+            raise full
         return SendReservation.objects.create(reserved_at=now).pk
+
+
+def next_send_at(limits: RateLimits, *, now: datetime | None = None) -> datetime | None:
+    """When a send will next be allowed: None for now, else the moment a window has room."""
+    if not limits:
+        return None
+    full = _full_window(limits, now or timezone.now())
+    return full.retry_at if full else None
+
+
+def _full_window(limits: RateLimits, now: datetime) -> RateLimitReached | None:
+    """The refusal for the window that stays full longest, or None when every one has room."""
+    refusals = []
+    for window, limit, length in limits.active():
+        in_window = SendReservation.objects.filter(reserved_at__gt=now - length)
+        count = in_window.count()
+        if count >= limit:
+            # The window has room again once the (count - limit + 1) oldest have aged out.
+            oldest = in_window.order_by("reserved_at").values_list("reserved_at", flat=True)
+            retry_at = oldest[count - limit] + length
+            refusals.append(RateLimitReached(window=window, limit=limit, retry_at=retry_at))
+    return max(refusals, key=lambda refusal: refusal.retry_at, default=None)
+
+
+def hold_until(moment: datetime) -> bool:
+    """Note that sending waits until ``moment``; True for the one caller that should ask for a
+    drain then (every other worker finding the window full leaves it to that one)."""
+    now = timezone.now()
+    RateHold.objects.get_or_create(pk=RateHold.SINGLETON_PK)
+    return bool(
+        RateHold.objects.filter(pk=RateHold.SINGLETON_PK)
+        .filter(Q(wake_at__isnull=True) | Q(wake_at__lt=now) | Q(wake_at__gt=moment))
+        .update(wake_at=moment)
+    )
 
 
 def refund(reservation_id: int | None) -> None:

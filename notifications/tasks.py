@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import datetime
 
 from celery import shared_task
 from celery.signals import task_postrun
@@ -76,7 +77,7 @@ class _Publisher:
         self._broker_down_until = 0.0
         self._trailing: threading.Timer | None = None
 
-    def request(self, sessions: int) -> None:
+    def request(self, sessions: int, *, at: datetime | None = None) -> None:
         now = time.monotonic()
         interval = conf.get("PUBLISH_INTERVAL_SECONDS")
         url = drain_outbox.app.conf.broker_url
@@ -85,15 +86,17 @@ class _Publisher:
                 self._url, self._last_publish, self._broker_down_until = url, -1e9, 0.0
             if now < self._broker_down_until:
                 return
-            if sessions == 1 and now - self._last_publish < interval:
+            # A drain for later (a rate-limit window opens then) is never folded into another.
+            if at is None and sessions == 1 and now - self._last_publish < interval:
                 if self._trailing is None:  # the request after the last publish goes out later
                     wait = interval - (now - self._last_publish)
                     self._trailing = threading.Timer(wait, self._publish_trailing)
                     self._trailing.daemon = True
                     self._trailing.start()
                 return
-            self._last_publish = now
-        self._publish(sessions)
+            if at is None:
+                self._last_publish = now
+        self._publish(sessions, eta=at)
 
     def _publish_trailing(self) -> None:
         with self._lock:
@@ -101,11 +104,11 @@ class _Publisher:
             self._last_publish = time.monotonic()
         self._publish(1)
 
-    def _publish(self, sessions: int) -> None:
+    def _publish(self, sessions: int, *, eta: datetime | None = None) -> None:
         try:
             connection = self._connection()
             for _ in range(sessions):
-                drain_outbox.apply_async(retry=False, connection=connection)
+                drain_outbox.apply_async(retry=False, connection=connection, eta=eta)
         except Exception as error:
             self._drop_connection()
             pause = conf.get("BROKER_BACKOFF_SECONDS")

@@ -163,6 +163,7 @@ class ReceivedMessage:
     rcpt_tos: tuple[str, ...]
     raw: bytes  # the DATA bytes as received (dot-unstuffed), line endings untouched
     auth_username: str | None
+    received_at: float = field(default_factory=time.time)  # when DATA was accepted
 
 
 @dataclass

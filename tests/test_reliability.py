@@ -103,13 +103,9 @@ def test_redis_flushall_with_500_queued_loses_nothing(
 ):
     server = plain_smtp_server
     server.handler.data_delay = 0.005
-    configure_smtp(server, batch=4)
-    # Short drains: the tasks hand over often, so the flushed queue matters to the outcome.
-    celery_worker_factory(
-        concurrency=4,
-        beat=True,
-        notifications={**FAST, "DRAIN_SECONDS": 1, "MESSAGES_PER_SESSION": 10},
-    )
+    # Short drains and sessions: the tasks hand over often, so the flushed queue matters.
+    configure_smtp(server, batch=4, messages_per_connection=10)
+    celery_worker_factory(concurrency=4, beat=True, notifications={**FAST, "DRAIN_SECONDS": 1})
     recipients = [f"flush{n}@example.com" for n in range(500)]
     send_to(recipients)
     client = redis_server.client()

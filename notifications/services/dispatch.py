@@ -27,7 +27,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from notifications import conf
+from notifications import conf, quotas
 from notifications.exceptions import (
     NotificationsError,
     SmtpConfigurationError,
@@ -37,7 +37,7 @@ from notifications.exceptions import (
 )
 from notifications.models import Notification, SmtpSettings, Status
 from notifications.services import leases
-from notifications.services.hooks import request_sessions, send_robust
+from notifications.services.hooks import request_sessions, request_sessions_at, send_robust
 from notifications.services.settings import pause
 from notifications.signals import notification_failed, notification_sent
 
@@ -61,6 +61,9 @@ def deliver(*, prefer: int | None = None) -> int:
         if settings.paused_reason or not settings.is_configured:
             break
         if not Notification.objects.due().exists():
+            break
+        if (wait := quotas.next_send_at(quotas.limits_of(settings))) is not None:
+            _drain_again_at(wait)
             break
         token = uuid.uuid4().hex
         slot = leases.acquire_slot(token, settings.batch)
@@ -112,6 +115,13 @@ def _one_session(settings: SmtpSettings, slot: int, token: str, budget_end: floa
         return _Drain(session, config, settings, slot, token, budget_end).run()
 
 
+def _drain_again_at(moment) -> None:
+    """A rate-limit window is full until ``moment``: one drain request for then, from whoever
+    noted it first, instead of every worker polling or all of them waking at once."""
+    if quotas.hold_until(moment):
+        request_sessions_at(moment)
+
+
 def _ask_for_more_sessions(batch: int) -> None:
     """A burst wants more than this session: ask for drain tasks for the other free slots."""
     if batch <= 1:
@@ -127,11 +137,12 @@ class _Outcome:
     """What to write for one attempted row, and what to say about it once written."""
 
     row: Notification
-    kind: str  # "sent" | "retry" | "failed" | "paused"
+    kind: str  # "sent" | "retry" | "failed" | "paused" | "throttled"
     started: float
     fields: dict = field(default_factory=dict)
     error: SmtpError | None = None
     reason: str = ""
+    daily: bool = False  # a throttling reply about the daily quota
 
 
 class _Drain:
@@ -148,9 +159,11 @@ class _Drain:
         self.claimed: deque[Notification] = deque()
         self.pending: _Outcome | None = None  # written with the next attempt's start
         self.sent = 0
+        self.limits = quotas.limits_of(settings)
+        self.reservation: int | None = None  # the current attempt's place in the rate windows
 
     def run(self) -> int:
-        remaining = conf.get("MESSAGES_PER_SESSION")
+        remaining = self.settings.messages_per_connection
         lease = conf.get("LEASE_SECONDS")
         next_check = next_renewal = time.monotonic()
         try:
@@ -173,12 +186,17 @@ class _Drain:
                             continue
                         break
                 row = self.claimed.popleft()
+                if not self._reserve(row):
+                    break
                 if not self._write(row):
+                    quotas.refund(self.reservation)
                     logger.warning("Notification %s: claim lost before sending; skipped", row.pk)
                     continue
                 remaining -= 1
                 self.pending = self._attempt(row)
-                if self.pending.kind == "paused" or not self._still_usable(self.pending.error):
+                if self.pending.kind in ("paused", "throttled") or not self._still_usable(
+                    self.pending.error
+                ):
                     break
         finally:
             self._write(None)
@@ -197,6 +215,24 @@ class _Drain:
             or current[2]
             or self.slot > current[1]
         )
+
+    def _reserve(self, row: Notification) -> bool:
+        """A place for ``row`` in the rate-limit windows. When they are full, wait for the moment
+        one has room if that is soon; otherwise give ``row`` back and end the session."""
+        while True:
+            try:
+                self.reservation = quotas.reserve(self.limits)
+                return True
+            except quotas.RateLimitReached as full:
+                wait = (full.retry_at - timezone.now()).total_seconds()
+                if wait > conf.get("RATE_WAIT_IN_SESSION_SECONDS") or (
+                    time.monotonic() + wait >= self.budget_end
+                ):
+                    self.claimed.appendleft(row)
+                    _drain_again_at(full.retry_at)
+                    return False
+                self._write(None)  # the last outcome need not wait with us
+                time.sleep(max(wait, 0.01))  # a known moment: sleep to it rather than poll
 
     def _attempt(self, row: Notification) -> _Outcome:
         started = time.monotonic()
@@ -229,6 +265,14 @@ class _Drain:
         now = timezone.now()
         reason = describe(error, self.config)
         base = {"last_error": reason, "message_id": row.message_id}
+        throttle = self._throttling(error)
+        if throttle or error.step in ("message", "mail", "rcpt"):
+            quotas.refund(self.reservation)  # nothing was accepted: the provider counted none
+        if throttle:
+            # The provider limits the sender, whatever the message: it is not charged, and every
+            # worker backs off (see _announce).
+            fields = {**base, "attempts": F("attempts") - 1, "next_attempt_at": now}
+            return _Outcome(row, "throttled", started, fields, error, reason, throttle.daily)
         if isinstance(error, SmtpConfigurationError):
             # Not this message's fault: give the attempt back and pause until the settings change.
             fields = {**base, "attempts": F("attempts") - 1, "next_attempt_at": now}
@@ -239,6 +283,15 @@ class _Drain:
         delay = retry_delay(row.attempts)
         fields = {**base, "next_attempt_at": now + timedelta(seconds=delay)}
         return _Outcome(row, "retry", started, fields, error, reason)
+
+    def _throttling(self, error: SmtpError) -> quotas.Throttle | None:
+        """A throttling or quota reply; or a known provider dropping the connection right after
+        MAIL or RCPT, which is how some of them (NetEase, QQ) say the same."""
+        if throttle := quotas.throttling(error.code, error.reply):
+            return throttle
+        if error.code is None and error.step in ("mail", "rcpt") and _known_provider(self.config):
+            return quotas.Throttle(daily=False, reply=str(error))
+        return None
 
     def _still_usable(self, error: SmtpError | None) -> bool:
         """After a failed message: whether the connection can carry the next one."""
@@ -269,6 +322,7 @@ class _Drain:
             "sent": Status.SENT,
             "retry": Status.QUEUED,
             "paused": Status.QUEUED,
+            "throttled": Status.QUEUED,
             "failed": Status.FAILED,
         }[outcome.kind]
         if owned.release(status, **outcome.fields):
@@ -287,9 +341,12 @@ class _Drain:
     def _announce(self, outcome: _Outcome, written: str) -> None:
         """Signals, the pause and the log line of an outcome just written."""
         row = outcome.row
-        if outcome.kind == "paused":
+        if outcome.kind in ("paused", "throttled"):
             row.attempts -= 1  # given back, so the log agrees with the row
+        if outcome.kind == "paused":
             pause(self.settings.version, outcome.reason)
+        elif outcome.kind == "throttled":
+            _back_off_throttled(self.settings, outcome)
         if written in ("sent", "sent-claim-lost"):
             self.sent += 1
             row.status, row.sent_at = Status.SENT, outcome.fields["sent_at"]
@@ -302,6 +359,31 @@ class _Drain:
                 notification_failed, sender=Notification, notification=row, error=outcome.reason
             )
         _log_attempt(row, self.settings, outcome, written or "claim-lost")
+
+
+def _back_off_throttled(settings: SmtpSettings, outcome: _Outcome) -> None:
+    """Every worker waits after a throttling reply; after a daily-quota one, until the day's
+    window has room (when a daily limit is set) and at least THROTTLE_DAILY_SECONDS."""
+    at_least = 0.0
+    if outcome.daily:
+        at_least = conf.get("THROTTLE_DAILY_SECONDS")
+        if window_opens := quotas.next_send_at(quotas.limits_of(settings)):
+            at_least = max(at_least, (window_opens - timezone.now()).total_seconds())
+    error = outcome.error
+    # The server's own words, which the health panel quotes ("throttled by the provider until…").
+    words = f"{error.code} {error.reply}" if error is not None and error.code else outcome.reason
+    delay = leases.connect_failed(words, throttled=True, at_least=at_least)
+    logger.warning(
+        "Throttled by the provider (%s); every worker waits %.0f s, no notification is charged",
+        outcome.reason,
+        delay,
+    )
+
+
+def _known_provider(config) -> bool:
+    from notifications.providers import provider_for_host
+
+    return config is not None and provider_for_host(config.host) is not None
 
 
 def _more_arrive_soon(budget_end: float) -> bool:

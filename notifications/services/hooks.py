@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import datetime
 
 logger = logging.getLogger("notifications.services")
 
-#: ``publisher(sessions)`` asks the workers for up to ``sessions`` more draining sessions; set by
-#: ``notifications.tasks`` when it is imported (AppConfig.ready imports it in every process).
-_publisher: Callable[[int], None] | None = None
+#: ``publisher(sessions)`` asks the workers for up to ``sessions`` more draining sessions, and
+#: ``publisher(1, at=moment)`` for one at a later moment; set by ``notifications.tasks`` when it
+#: is imported (AppConfig.ready imports it in every process).
+_publisher: Callable[..., None] | None = None
 
 
-def set_publisher(publisher: Callable[[int], None]) -> None:
+def set_publisher(publisher: Callable[..., None]) -> None:
     global _publisher
     _publisher = publisher
 
@@ -24,6 +26,12 @@ def request_sessions(sessions: int = 1) -> None:
     """Ask for up to ``sessions`` drain tasks. Never raises: the sweeper catches up anyway."""
     if sessions > 0 and _publisher is not None:
         _publisher(sessions)
+
+
+def request_sessions_at(moment: datetime) -> None:
+    """Ask for one drain task at ``moment`` (a rate-limit window opens). Never raises."""
+    if _publisher is not None:
+        _publisher(1, at=moment)
 
 
 def send_robust(signal, *, sender, **kwargs) -> None:

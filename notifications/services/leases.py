@@ -216,16 +216,18 @@ def may_connect() -> bool:
         )
 
 
-def connect_failed(reason: str) -> float:
-    """Record a failed connection; returns the back-off (seconds) before the next try."""
+def connect_failed(reason: str, *, throttled: bool = False, at_least: float = 0) -> float:
+    """Record a failed connection, or a throttling reply (``throttled``); returns the back-off
+    (seconds, never below ``at_least``) before the next try."""
     now = timezone.now()
     with bookkeeping():
         state, _created = ConnectBackoff.objects.select_for_update().get_or_create(
             pk=ConnectBackoff.SINGLETON_PK
         )
         state.failures += 1
-        delay = backoff_delay(state.failures)
+        delay = max(backoff_delay(state.failures), at_least)
         state.retry_at, state.reason, state.failed_at = now + timedelta(seconds=delay), reason, now
+        state.throttled = throttled
         state.save()
     return delay
 
@@ -238,7 +240,7 @@ def connect_succeeded() -> None:
 def clear_backoff() -> None:
     """Forget past connection failures (a session opened, or the settings were saved)."""
     ConnectBackoff.objects.filter(pk=ConnectBackoff.SINGLETON_PK).update(
-        failures=0, retry_at=None, reason=""
+        failures=0, retry_at=None, reason="", throttled=False
     )
 
 
