@@ -87,6 +87,22 @@ class SmtpSettingsAdmin(admin.ModelAdmin):
         ),
         (_("Sending"), {"fields": ("from_address", "batch")}),
         (
+            _("Provider limits"),
+            {
+                "description": _(
+                    "Providers limit how fast an account may send; going over gets messages "
+                    "refused or the account blocked. Sending keeps under these across every "
+                    "worker; a preset fills in the provider's published limits."
+                ),
+                "fields": (
+                    "rate_per_minute",
+                    "rate_per_hour",
+                    "rate_per_day",
+                    "messages_per_connection",
+                ),
+            },
+        ),
+        (
             ADVANCED_SECURITY,
             {
                 "classes": ("collapse",),
@@ -192,6 +208,9 @@ class SmtpSettingsAdmin(admin.ModelAdmin):
                 "auth_method": p.auth_method,
                 "password_label": str(p.password_label),
                 "checklist": [str(step) for step in p.checklist],
+                "rate_per_minute": p.rate_per_minute,
+                "rate_per_day": p.rate_per_day,
+                "limits_note": str(p.limits_note),
             }
             for p in PROVIDERS
         ]

@@ -13,7 +13,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
-from notifications import services
+from notifications import quotas, services
 from notifications.models import (
     ConnectBackoff,
     Notification,
@@ -113,6 +113,12 @@ class Workers:
 
 
 @dataclass(frozen=True)
+class DailyQuota:
+    used: int  # sends in the last rolling day
+    limit: int
+
+
+@dataclass(frozen=True)
 class HealthWarning:
     """Something the administrator should act on; ``field`` names the form field it is about."""
 
@@ -129,6 +135,7 @@ class Health:
     chart: Chart
     workers: Workers
     warnings: list[HealthWarning] = field(default_factory=list)
+    daily_quota: DailyQuota | None = None
 
     @property
     def just_now(self) -> datetime:
@@ -148,6 +155,11 @@ def health(*, settings: SmtpSettings, now: datetime | None = None) -> Health:
         chart=hourly_chart(now=now),
         workers=workers,
         warnings=warnings(settings=settings, workers=workers, now=now),
+        daily_quota=(
+            DailyQuota(quotas.used("day", now=now), settings.rate_per_day)
+            if settings.rate_per_day
+            else None
+        ),
     )
 
 
@@ -222,6 +234,7 @@ def warnings(*, settings: SmtpSettings, workers: Workers, now: datetime) -> list
         _worker_warning(workers, now),
         _capacity_warning(settings, workers),
         _connection_warning(settings),
+        _rate_warning(settings, now),
     ]
     if settings.skip_verify:
         found.append(
@@ -289,6 +302,15 @@ def _connection_warning(settings: SmtpSettings) -> HealthWarning | None:
     backoff = ConnectBackoff.objects.filter(failures__gt=0).first()
     if backoff is None or settings.paused_reason:
         return None
+    if backoff.throttled:
+        return HealthWarning(
+            _(
+                "Throttled by the provider until %(time)s: “%(reply)s”. Every worker waits, and "
+                "no notification is charged for it; if it keeps happening, lower the limits."
+            )
+            % {"time": _clock(backoff.retry_at), "reply": backoff.reason},
+            "rate_per_minute",
+        )
     return HealthWarning(
         ngettext(
             "The SMTP server could not be reached (%(count)d failed attempt); sending waits and "
@@ -300,6 +322,28 @@ def _connection_warning(settings: SmtpSettings) -> HealthWarning | None:
         % {"count": backoff.failures, "reason": backoff.reason},
         "host",
     )
+
+
+def _rate_warning(settings: SmtpSettings, now: datetime) -> HealthWarning | None:
+    """A full rate-limit window: what waits, and until when."""
+    refusal = quotas.next_send_at(quotas.limits_of(settings), now=now)
+    if refusal is None or settings.paused_reason:
+        return None
+    return HealthWarning(
+        _("Rate limited: the next send is at %(time)s, when the limits allow it again.")
+        % {"time": _clock(refusal)},
+        "rate_per_minute",
+    )
+
+
+def _clock(moment: datetime | None) -> str:
+    """A moment today as HH:MM in the site's time zone (with the date when it is another day)."""
+    if moment is None:
+        return "?"
+    local = timezone.localtime(moment)
+    if local.date() == timezone.localtime().date():
+        return local.strftime("%H:%M")
+    return local.strftime("%Y-%m-%d %H:%M")
 
 
 def _password_age_warning(settings: SmtpSettings, now: datetime) -> HealthWarning | None:

@@ -84,7 +84,15 @@ class SmtpSettingsForm(forms.ModelForm):
 
     #: The write-only secrets a failed submit does not send back to the browser.
     SECRET_FIELDS = ("password", "client_secret", "service_account")
-    KEPT_WHEN_MISSING = ("auth_method", "auth_mechanism")
+    #: Fields a client that does not send them keeps as stored (older scripts, partial posts).
+    KEPT_WHEN_MISSING = (
+        "auth_method",
+        "auth_mechanism",
+        "rate_per_minute",
+        "rate_per_hour",
+        "rate_per_day",
+        "messages_per_connection",
+    )
 
     class Meta:
         model = SmtpSettings
@@ -107,6 +115,10 @@ class SmtpSettingsForm(forms.ModelForm):
             "allow_plaintext_login",
             "timeout",
             "batch",
+            "rate_per_minute",
+            "rate_per_hour",
+            "rate_per_day",
+            "messages_per_connection",
         ]
         widgets = {
             "ca_pem": forms.Textarea(attrs={"rows": 4, "spellcheck": "false"}),

@@ -193,19 +193,19 @@ class SmtpSettings(models.Model):
     rate_per_minute = models.PositiveIntegerField(
         _("most messages per minute"),
         default=0,
-        validators=[MaxValueValidator(MAX_RATE)],
+        validators=[MinValueValidator(0), MaxValueValidator(MAX_RATE)],
         help_text=_("Across all workers, in any rolling minute. 0: no limit."),
     )
     rate_per_hour = models.PositiveIntegerField(
         _("most messages per hour"),
         default=0,
-        validators=[MaxValueValidator(MAX_RATE)],
+        validators=[MinValueValidator(0), MaxValueValidator(MAX_RATE)],
         help_text=_("In any rolling hour. 0: no limit."),
     )
     rate_per_day = models.PositiveIntegerField(
         _("most messages per day"),
         default=0,
-        validators=[MaxValueValidator(MAX_RATE)],
+        validators=[MinValueValidator(0), MaxValueValidator(MAX_RATE)],
         help_text=_(
             "In any rolling 24 hours: the provider's daily quota (Google Workspace 2,000, "
             "Exchange Online 10,000 recipients). 0: no limit."

@@ -23,6 +23,10 @@ class Provider:
     password_label: str = ""
     #: The setup steps shown with the preset, in order.
     checklist: tuple[str, ...] = ()
+    #: The provider's published sending limits (0: none known), and where they are published.
+    rate_per_minute: int = 0
+    rate_per_day: int = 0
+    limits_note: str = ""
 
 
 _AUTHORIZATION_CODE_LABEL = _("Authorization code (授权码)")
@@ -153,6 +157,12 @@ PROVIDERS: tuple[Provider, ...] = (
                 "-SmtpClientAuthenticationDisabled $false."
             ),
         ),
+        rate_per_minute=30,
+        rate_per_day=10_000,
+        limits_note=_(
+            "Limits filled in from Microsoft's “Exchange Online limits” (sending limits): 30 "
+            "messages a minute and 10,000 recipients a day per mailbox."
+        ),
     ),
     Provider(
         key="outlook_personal",
@@ -185,6 +195,11 @@ PROVIDERS: tuple[Provider, ...] = (
             "in the Google account's security settings and enter it here."
         ),
         password_label=_("App password (应用专用密码)"),
+        rate_per_day=2_000,
+        limits_note=_(
+            "Limits filled in from Google Workspace's “Gmail sending limits”: 2,000 messages a "
+            "day per user. A personal Gmail account allows about 500: lower it for one."
+        ),
     ),
     Provider(
         key="ses",
@@ -201,6 +216,12 @@ PROVIDERS: tuple[Provider, ...] = (
         auth_hint=_(
             "Use the SMTP credentials created in the SES console for this region (they are not the "
             "IAM access key and secret), and check that the host's region matches them."
+        ),
+        rate_per_minute=60,
+        rate_per_day=200,
+        limits_note=_(
+            "Limits filled in from Amazon SES's sandbox quotas (“Service quotas in Amazon SES”): "
+            "1 message a second and 200 a day. Raise them once the account has production access."
         ),
     ),
     Provider(

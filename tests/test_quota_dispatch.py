@@ -6,20 +6,33 @@ Rates are measured at the server, by the time each message arrived. Windows are 
 
 from __future__ import annotations
 
+import io
 import time
 from datetime import timedelta
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.db import transaction
 from django.test import override_settings
+from django.urls import reverse
 from django.utils import timezone
 
 import notifications
-from notifications import services
-from notifications.models import ConnectBackoff, Notification, RateHold, SendReservation, Status
+from notifications import dashboard, quotas, services
+from notifications.models import (
+    ConnectBackoff,
+    Notification,
+    RateHold,
+    SendReservation,
+    SettingsChange,
+    SmtpSettings,
+    Status,
+)
+from notifications.services import leases
 from tests.loopback import wait_for
 from tests.outbox import all_sent, statuses
 
+CHANGE_URL = reverse("admin:notifications_smtpsettings_change", args=[1])
 FAST = {
     "SESSION_IDLE_SECONDS": 0.1,
     "RATE_WINDOW_SECONDS": {"minute": 1, "hour": 3600, "day": 86400},
@@ -181,3 +194,116 @@ def test_two_workers_keep_to_the_rate_and_wake_when_the_window_opens(
     assert server.state.total_sessions <= 20
     rate = 20 / elapsed
     print(f"\n20 messages at most 5 per 2 s by 2 workers: {rate:.2f} msg/s, limit 2.5 msg/s")
+
+
+# --- where an administrator sets the limits and sees them work ----------------------------------
+
+
+def run_settings(*args: str) -> str:
+    out = io.StringIO()
+    call_command("smtp_settings", *args, stdout=out)
+    return out.getvalue()
+
+
+@pytest.mark.django_db
+def test_presets_fill_the_published_limits_and_flags_override_them():
+    output = run_settings(
+        "--preset",
+        "office365",
+        "--from",
+        "a@example.com",
+        "--auth-method",
+        "password",
+        "--username",
+        "",
+    )
+    record = SmtpSettings.load()
+    assert (record.rate_per_minute, record.rate_per_hour, record.rate_per_day) == (30, 0, 10_000)
+    assert "30/minute, 10000/day" in output
+    run_settings(
+        "--rate-per-minute", "0", "--rate-per-hour", "500", "--messages-per-connection", "20"
+    )
+    record.refresh_from_db()
+    assert (record.rate_per_minute, record.rate_per_hour, record.rate_per_day) == (0, 500, 10_000)
+    assert record.messages_per_connection == 20
+    change = SettingsChange.objects.latest("version")
+    assert change.changes["rate_per_hour"] == [0, 500]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--rate-per-minute", "-1"),
+        ("--rate-per-day", "99999999999"),
+        ("--messages-per-connection", "0"),
+        ("--messages-per-connection", "-5"),
+        ("--rate-per-hour", "10000001"),
+    ],
+)
+def test_negative_zero_and_absurd_limits_are_refused_by_their_flag(flag, value):
+    run_settings("--host", "smtp.example.com", "--from", "a@example.com")
+    with pytest.raises(CommandError) as refused:
+        run_settings(flag, value)
+    assert flag in str(refused.value)
+    assert SmtpSettings.load().version == 1  # nothing saved
+
+
+@pytest.mark.django_db
+def test_the_form_refuses_a_negative_limit(admin_client):
+    page = admin_client.get(CHANGE_URL)
+    assert page.status_code == 200
+    assert "Provider limits" in page.content.decode()
+    form = page.context["adminform"].form
+    data = {name: value for name, value in form.initial.items() if value is not None}
+    data.update({"host": "smtp.example.com", "from_address": "a@example.com", "rate_per_day": -3})
+    response = admin_client.post(CHANGE_URL, data)
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["rate_per_day"]
+    assert SmtpSettings.load().rate_per_day == 0
+
+
+@pytest.mark.django_db
+@override_settings(NOTIFICATIONS=FAST)
+def test_the_health_panel_shows_the_day_count_the_rate_wait_and_a_throttle(
+    configure_smtp, plain_smtp_server
+):
+    record = configure_smtp(plain_smtp_server, rate_per_minute=2, rate_per_day=2_000)
+    quotas.reserve(quotas.limits_of(record))
+    quotas.reserve(quotas.limits_of(record))
+    panel = dashboard.health(settings=SmtpSettings.load())
+    assert panel.daily_quota == dashboard.DailyQuota(used=2, limit=2_000)
+    messages = [warning.message for warning in panel.warnings]
+    assert any(message.startswith("Rate limited: the next send is at ") for message in messages)
+
+    leases.connect_failed("451 4.7.500 Server busy", throttled=True)
+    messages = [warning.message for warning in dashboard.health(settings=record).warnings]
+    assert any(
+        message.startswith("Throttled by the provider until ")
+        and "“451 4.7.500 Server busy”" in message
+        for message in messages
+    )
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_a_preset_fills_its_published_limits_in_the_browser_and_they_are_saved(admin_page):
+    from playwright.sync_api import expect
+
+    page = admin_page
+    page.goto(CHANGE_URL)
+    page.select_option("#id_provider", "gmail")
+    expect(page.locator("#id_rate_per_day")).to_have_value("2000")
+    expect(page.locator("#id_rate_per_minute")).to_have_value("0")
+    expect(page.locator("#provider-note")).to_contain_text("2,000 messages a day per user")
+    page.select_option("#id_provider", "office365")
+    expect(page.locator("#id_rate_per_minute")).to_have_value("30")
+    expect(page.locator("#id_rate_per_day")).to_have_value("10000")
+    page.select_option("#id_auth_method", "password")
+    page.fill("#id_username", "")
+    page.fill("#id_from_address", "Site <noreply@example.com>")
+    page.fill("#id_rate_per_day", "500")  # the administrator's own figure wins
+    page.get_by_role("button", name="Save and continue editing").click()
+    expect(page.locator(".messagelist")).to_be_visible()
+    record = SmtpSettings.load()
+    assert (record.rate_per_minute, record.rate_per_day) == (30, 500)

@@ -35,6 +35,10 @@ AUDITED_FIELDS = (
     "client_secret_expires",
     "token_url",
     "scope",
+    "rate_per_minute",
+    "rate_per_hour",
+    "rate_per_day",
+    "messages_per_connection",
 )
 #: Encrypted secrets besides the password: audited only as "changed" / "removed".
 AUDITED_SECRETS = {

@@ -1,5 +1,5 @@
-// Provider presets: picking one fills host, port and security (and, for Office 365, the sign-in
-// method), and shows what the provider demands. The sign-in method shows only its own fields.
+// Provider presets: picking one fills host, port, security and the published sending limits
+// (and, for Office 365, the sign-in method), and shows what the provider demands. The sign-in method shows only its own fields.
 "use strict";
 document.addEventListener("DOMContentLoaded", () => {
   const providers = JSON.parse(document.getElementById("smtp-providers").textContent);
@@ -51,6 +51,11 @@ document.addEventListener("DOMContentLoaded", () => {
       }
       note.append(list);
     }
+    if (provider && provider.limits_note) {
+      const limits = document.createElement("p");
+      limits.textContent = provider.limits_note;
+      note.append(limits);
+    }
     note.hidden = !note.textContent;
     if (passwordLabel) {
       const label = provider && provider.password_label;
@@ -64,6 +69,12 @@ document.addEventListener("DOMContentLoaded", () => {
       document.getElementById("id_host").value = provider.host;
       document.getElementById("id_port").value = provider.port;
       document.getElementById("id_security").value = provider.security;
+      // Another provider's limits would not apply: take this one's (0 where none is published).
+      const limits = { rate_per_minute: provider.rate_per_minute, rate_per_hour: 0, rate_per_day: provider.rate_per_day };
+      for (const [name, value] of Object.entries(limits)) {
+        const input = document.getElementById(`id_${name}`);
+        if (input) input.value = value;
+      }
     }
     if (provider && provider.auth_method && method) {
       method.value = provider.auth_method;

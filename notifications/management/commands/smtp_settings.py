@@ -33,6 +33,10 @@ FIELD_OPTIONS = {
     "token_url": "token_url",
     "scope": "scope",
     "secret_expires": "client_secret_expires",
+    "rate_per_minute": "rate_per_minute",
+    "rate_per_hour": "rate_per_hour",
+    "rate_per_day": "rate_per_day",
+    "messages_per_connection": "messages_per_connection",
 }
 
 #: Model field → the flag that sets it, to name it in errors.
@@ -65,6 +69,19 @@ def _date(value: str) -> datetime.date | None:
         raise argparse.ArgumentTypeError(_("expected a date as YYYY-MM-DD")) from None
 
 
+def _rates(settings: SmtpSettings) -> str:
+    limits = [
+        f"{limit}/{window}"
+        for window, limit in (
+            ("minute", settings.rate_per_minute),
+            ("hour", settings.rate_per_hour),
+            ("day", settings.rate_per_day),
+        )
+        if limit
+    ]
+    return ", ".join(limits) or "none"
+
+
 class Command(BaseCommand):
     help = (
         "Without options, show the SMTP settings (the password masked). With options, change "
@@ -75,7 +92,10 @@ class Command(BaseCommand):
         parser.add_argument(
             "--preset",
             choices=[p.key for p in PROVIDERS],
-            help="Fill host, port and security from a provider preset (other flags override).",
+            help=(
+                "Fill host, port, security and the published sending limits from a provider "
+                "preset (other flags override)."
+            ),
         )
         parser.add_argument("--host")
         parser.add_argument("--port", type=int)
@@ -135,6 +155,19 @@ class Command(BaseCommand):
         )
         parser.add_argument("--token-url", help="Override the token endpoint ('' for the default).")
         parser.add_argument("--scope", help="Override the scope ('' for the default).")
+        for window in ("minute", "hour", "day"):
+            parser.add_argument(
+                f"--rate-per-{window}",
+                type=int,
+                metavar="N",
+                help=f"Most messages in any rolling {window}, across all workers; 0: no limit.",
+            )
+        parser.add_argument(
+            "--messages-per-connection",
+            type=int,
+            metavar="N",
+            help="Close an SMTP session after this many messages and open a new one.",
+        )
         parser.set_defaults(skip_verify=None)
 
     def handle(self, *args, **options) -> None:
@@ -170,6 +203,11 @@ class Command(BaseCommand):
                     provider.host,
                     provider.port,
                     provider.security,
+                )
+                settings.rate_per_minute, settings.rate_per_hour, settings.rate_per_day = (
+                    provider.rate_per_minute,
+                    0,
+                    provider.rate_per_day,
                 )
             changed = True
         method = options["auth_method"]
@@ -246,6 +284,8 @@ class Command(BaseCommand):
             ("plaintext login", "allowed" if settings.allow_plaintext_login else "refused"),
             ("timeout", f"{settings.timeout} s"),
             ("batch", settings.batch),
+            ("rate limits", _rates(settings)),
+            ("per connection", f"{settings.messages_per_connection} messages"),
             ("version", settings.version),
         ]
         if settings.paused_reason:
