@@ -436,7 +436,7 @@ class NotificationAdmin(admin.ModelAdmin):
 
 #: Statuses with an attempt still to come, and those "retry now" applies to.
 PENDING = (Status.QUEUED, Status.SENDING)
-RETRYABLE = (Status.QUEUED, Status.FAILED)
+RETRYABLE = (Status.QUEUED, Status.FAILED, Status.CANCELLED)
 
 
 def _by_status(queryset) -> dict[str, int]:

@@ -164,7 +164,7 @@ _THROTTLE_WORDS = re.compile(
     r"throttl|frequenc|too many (messages|mails|emails|connections|login)", re.IGNORECASE
 )
 _RATE_WORDS = re.compile(
-    r"rate limit|sending rate|\brate\b|try again later|server busy|slow down|concurrent",
+    r"rate limit|sending rate|\brate\b|server busy|slow down|concurrent",
     re.IGNORECASE,
 )
 _QUOTA_WORDS = re.compile(

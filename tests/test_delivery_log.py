@@ -47,8 +47,8 @@ def test_a_queued_row_page_offers_retry_and_cancel_which_work(admin_client):
     response = admin_client.post(url, follow=True)
     assert "1 notification cancelled." in response.content.decode()
     notification.refresh_from_db()
-    assert notification.status == Status.FAILED
-    # Failed now: Retry, not Cancel.
+    assert notification.status == Status.CANCELLED
+    # Cancelled now: Retry, not Cancel.
     html = page(admin_client, notification)
     assert "Retry now" in html and "Cancel (if not sent yet)" not in html
 

@@ -125,6 +125,7 @@ def test_provider_throttling_replies_limit_the_sender(code, reply, daily):
         (450, "4.2.1 The user you are trying to contact is receiving mail at a rate that prevents"),
         (421, "Service not available, closing transmission channel"),
         (451, "4.3.0 Temporary local problem"),
+        (451, "4.7.1 Greylisted, please try again later"),
         (None, ""),
     ],
 )

@@ -105,7 +105,7 @@ def test_connect_only_signs_in_sends_nothing_and_lists_capabilities(
 
 
 def test_an_oauth2_method_without_its_client_id_is_refused_with_the_reason(monkeypatch):
-    with pytest.raises(CommandError, match="client_id: Enter the Application"):
+    with pytest.raises(CommandError, match="--client-id: Enter the Application"):
         settings_command(
             *("--host", "smtp.office365.com", "--port", "587", "--from", "a@example.com"),
             *("--auth-method", "microsoft-oauth2", "--tenant-id", TENANT_ID),
