@@ -296,6 +296,7 @@ class NotificationAdmin(admin.ModelAdmin):
         """The page is a record: no Save buttons; Retry and Cancel when they can apply."""
         can_act = obj is not None and self.has_change_permission(request, obj)
         context.update(
+            title=_("View %s") % self.opts.verbose_name,  # not "Change": nothing here is editable
             can_retry=can_act and obj.status in RETRYABLE,
             can_cancel=can_act and obj.status == Status.QUEUED,
         )

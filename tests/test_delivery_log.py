@@ -31,6 +31,7 @@ def page(client, notification: Notification) -> str:
 
 def test_a_sent_row_page_has_no_save_no_next_attempt_and_nothing_to_do(admin_client):
     html = page(admin_client, row(Status.SENT))
+    assert "<h1>View notification</h1>" in html
     assert 'name="_save"' not in html and 'name="_continue"' not in html
     assert "Next attempt" not in html
     assert "Retry now" not in html
