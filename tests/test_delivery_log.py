@@ -67,6 +67,7 @@ def test_retry_now_on_a_sent_row_says_why_nothing_was_queued(admin_client):
         LOG_URL, {"action": "retry_now", "_selected_action": [sent.pk]}, follow=True
     )
     html = response.content.decode()
+    assert "<h1>Delivery log</h1>" in html
     assert "was not queued: it was sent already, and is not sent twice." in html
     assert "0 notifications queued" not in html
     response = admin_client.post(
