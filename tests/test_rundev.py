@@ -16,15 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.availability import require_service
 from tests.loopback import LOOPBACK, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 MAKE = shutil.which("make")
 
-pytestmark = pytest.mark.skipif(MAKE is None, reason="needs make")
-
 
 def make_run(tmp_path: Path, **env: int) -> subprocess.Popen:
+    require_service(MAKE is not None, "make", "apt-get install make")
     environment = {
         **os.environ,
         "VAR_DIR": str(tmp_path),
