@@ -12,6 +12,7 @@ from django.utils import formats
 from django.utils.decorators import method_decorator
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
+from django.utils.text import capfirst
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from django.views.decorators.debug import sensitive_post_parameters
@@ -288,7 +289,8 @@ class NotificationAdmin(admin.ModelAdmin):
     """The delivery log: read-only rows, with "retry now" and "cancel" as the only changes."""
 
     list_display = (
-        *("created_at", "recipient", "subject", "status_label", "attempts", "sent_at", "error"),
+        *("created_at", "recipient_address", "subject", "status_label", "attempts", "sent_at"),
+        "error",
     )
     list_filter = ("status", "created_at")
     search_fields = ("recipient", "subject", "message_id", "idempotency_key")
@@ -320,6 +322,11 @@ class NotificationAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         return [field.name for field in Notification._meta.fields] + ["status_label"]
 
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        """Titled "Delivery log": the list is for reading, not "Select notification to change"."""
+        title = capfirst(self.opts.verbose_name_plural)
+        return super().changelist_view(request, {"title": title, **(extra_context or {})})
+
     def get_fieldsets(self, request: HttpRequest, obj=None):
         """ "Next attempt" only while there will be one."""
         fieldsets = super().get_fieldsets(request, obj)
@@ -339,9 +346,21 @@ class NotificationAdmin(admin.ModelAdmin):
             obj.get_status_display(),
         )
 
+    @admin.display(description=_("recipient"), ordering="recipient")
+    def recipient_address(self, obj: Notification):
+        """The address, allowed to wrap before its "@" in a narrow column."""
+        local, at, domain = obj.recipient.rpartition("@")
+        return format_html("{}<wbr>{}{}", local, at, domain) if at else obj.recipient
+
     @admin.display(description=_("last error"))
-    def error(self, obj: Notification) -> str:
-        return (obj.last_error[:80] + "…") if len(obj.last_error) > 80 else obj.last_error
+    def error(self, obj: Notification):
+        """The start of the error, two lines at most (the stylesheet); all of it on hover."""
+        if not obj.last_error:
+            return "—"
+        short = (obj.last_error[:200] + "…") if len(obj.last_error) > 200 else obj.last_error
+        return format_html(
+            '<span class="delivery-error" title="{}">{}</span>', obj.last_error, short
+        )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -369,6 +388,7 @@ class NotificationAdmin(admin.ModelAdmin):
         """The page is a record: no Save buttons; Retry and Cancel when they can apply."""
         can_act = obj is not None and self.has_change_permission(request, obj)
         context.update(
+            title=_("View %s") % self.opts.verbose_name,  # not "Change": nothing here is editable
             can_retry=can_act and obj.status in RETRYABLE,
             can_cancel=can_act and obj.status == Status.QUEUED,
         )

@@ -31,6 +31,7 @@ def page(client, notification: Notification) -> str:
 
 def test_a_sent_row_page_has_no_save_no_next_attempt_and_nothing_to_do(admin_client):
     html = page(admin_client, row(Status.SENT))
+    assert "<h1>View notification</h1>" in html
     assert 'name="_save"' not in html and 'name="_continue"' not in html
     assert "Next attempt" not in html
     assert "Retry now" not in html
@@ -66,6 +67,7 @@ def test_retry_now_on_a_sent_row_says_why_nothing_was_queued(admin_client):
         LOG_URL, {"action": "retry_now", "_selected_action": [sent.pk]}, follow=True
     )
     html = response.content.decode()
+    assert "<h1>Delivery log</h1>" in html
     assert "was not queued: it was sent already, and is not sent twice." in html
     assert "0 notifications queued" not in html
     response = admin_client.post(

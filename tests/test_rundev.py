@@ -16,15 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.availability import require_service
 from tests.loopback import LOOPBACK, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 MAKE = shutil.which("make")
 
-pytestmark = pytest.mark.skipif(MAKE is None, reason="needs make")
-
 
 def make_run(tmp_path: Path, **env: int) -> subprocess.Popen:
+    require_service(MAKE is not None, "make", "apt-get install make")
     environment = {
         **os.environ,
         "VAR_DIR": str(tmp_path),
@@ -89,3 +89,25 @@ def test_ends_with_a_summary_once_the_admin_answers_and_stops_on_ctrl_c(tmp_path
     assert process.returncode in (0, -signal.SIGINT), rest
     assert "Stopped." in rest
     assert "Traceback" not in rest
+
+
+def test_manage_py_with_the_embedded_broker_prints_no_kombu_warning(tmp_path):
+    environment = {**os.environ, "VAR_DIR": str(tmp_path)}
+    environment.pop("DJANGO_SETTINGS_MODULE", None)
+    environment.pop("DATABASE_URL", None)
+
+    def manage(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    assert manage("migrate", "-v", "0").returncode == 0
+    queued = manage("sendtestemail", "you@example.com")  # publishes to the broker
+    assert queued.returncode == 0, queued.stderr
+    assert queued.stdout == "Queued 1 message; see the delivery log.\n"
+    assert "No hostname was supplied" not in queued.stderr
