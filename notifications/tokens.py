@@ -53,10 +53,12 @@ class SharedTokens:
     def get(self, credentials: OAuthCredentials, *, timeout: float) -> oauth.AccessToken:
         """A cached token with REFRESH_MARGIN to spare, or one fetched by this or another worker."""
         key = cache_key(credentials)
-        CachedToken.objects.bulk_create([CachedToken(key=key)], ignore_conflicts=True)
         give_up = time.monotonic() + timeout + 5
         while True:
-            row = CachedToken.objects.get(key=key)
+            row = CachedToken.objects.filter(key=key).first()
+            if row is None:  # the first use of these credentials: a row to lease
+                CachedToken.objects.bulk_create([CachedToken(key=key)], ignore_conflicts=True)
+                continue
             now = timezone.now()
             fresh = _cached(row, valid_after=now + REFRESH_MARGIN)
             if fresh is not None:

@@ -212,6 +212,24 @@ def admin_pages(client: Client, limit: int = 400) -> dict[str, str]:
     return pages
 
 
+def send_two_through_a_worker(celery_worker_factory, redis_server, *, already_sent: int):
+    """Two notifications sent by a real worker on Redis; the broker's contents before and after
+    the worker took them, and the (stopped) worker, for its log."""
+    with transaction.atomic():
+        notifications.notify(recipients=["w1@example.com", "w2@example.com"], subject="s", body="b")
+    client = redis_server.client()
+    broker_before = redis_dump(client)
+    worker = celery_worker_factory(concurrency=2)
+    wait_for(
+        lambda: Notification.objects.filter(status=Status.SENT).count() == already_sent + 2,
+        timeout=60,
+        what="the worker's two sends",
+    )
+    broker_after = redis_dump(client)
+    worker.stop()
+    return broker_before, broker_after, worker
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.redis
 def test_password_never_reaches_database_logs_broker_audit_or_test_report(
@@ -255,18 +273,9 @@ def test_password_never_reaches_database_logs_broker_audit_or_test_report(
     assert direct.status == Status.SENT
 
     # Through a real worker: the broker holds only ids.
-    with transaction.atomic():
-        notifications.notify(recipients=["w1@example.com", "w2@example.com"], subject="s", body="b")
-    client = redis_server.client()
-    broker_before = redis_dump(client)
-    worker = celery_worker_factory(concurrency=2)
-    wait_for(
-        lambda: Notification.objects.filter(status=Status.SENT).count() == 3,
-        timeout=60,
-        what="the worker's two sends",
+    broker_before, broker_after, worker = send_two_through_a_worker(
+        celery_worker_factory, redis_server, already_sent=1
     )
-    broker_after = redis_dump(client)
-    worker.stop()
 
     # A failed send: the hostile server refuses the login and quotes the password back.
     record = SmtpSettings.load()
@@ -360,18 +369,9 @@ def test_client_secret_key_and_tokens_never_reach_database_logs_broker_pages_or_
         assert json.loads(out.getvalue())["ok"]
         outputs.append(out.getvalue())
 
-    with transaction.atomic():
-        notifications.notify(recipients=["w1@example.com", "w2@example.com"], subject="s", body="b")
-    client = redis_server.client()
-    broker_before = redis_dump(client)
-    worker = celery_worker_factory(concurrency=2)
-    wait_for(
-        lambda: Notification.objects.filter(status=Status.SENT).count() == 3,
-        timeout=60,
-        what="the worker's two sends",
+    broker_before, broker_after, worker = send_two_through_a_worker(
+        celery_worker_factory, redis_server, already_sent=1
     )
-    broker_after = redis_dump(client)
-    worker.stop()
     assert len(server.messages) == 5
 
     private_key = json.loads(token_server.service_account.key_json)["private_key"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from django.utils.translation import gettext as _
 
@@ -20,16 +21,22 @@ def _fresh_tokens():
     return DIRECT
 
 
-def diagnose(config: SmtpConfig, *, to: str, deadline: float = 30.0) -> DiagnosticReport:
-    """Send a test message step by step, recording each step, its timing and the transcript."""
-    started = time.monotonic()
-    session = SmtpSession(
+def _session(config: SmtpConfig, *, started: float, deadline: float, message: bool) -> SmtpSession:
+    """A session that records everything, probes a silent port for TLS and fetches a new token."""
+    return SmtpSession(
         config,
         deadline=started + deadline,
         transcript=True,
         probe_tls=True,
+        message=message,
         tokens=_fresh_tokens() if config.oauth else None,
     )
+
+
+def diagnose(config: SmtpConfig, *, to: str, deadline: float = 30.0) -> DiagnosticReport:
+    """Send a test message step by step, recording each step, its timing and the transcript."""
+    started = time.monotonic()
+    session = _session(config, started=started, deadline=deadline, message=True)
     address_step = "mail"  # which step a bad address fails, before any connection
     try:
         envelope_from = envelope_address(config.from_address)
@@ -49,31 +56,29 @@ def diagnose(config: SmtpConfig, *, to: str, deadline: float = 30.0) -> Diagnost
         step.status, step.error = "failed", str(exc)
         step.hint = _("Correct the address and try again.")
         return session.recorder.report(round((time.monotonic() - started) * 1000))
-    try:
-        session.connect()
-        session.send(message, envelope_from=envelope_from, recipient=recipient)
-        session.quit()
-    except SmtpError:
-        pass
-    finally:
-        session.close()
-    return session.recorder.report(round((time.monotonic() - started) * 1000))
+    return _run(
+        session,
+        started,
+        lambda: session.send(message, envelope_from=envelope_from, recipient=recipient),
+    )
 
 
 def check_connection(config: SmtpConfig, *, deadline: float = 30.0) -> DiagnosticReport:
     """DNS, connect, TLS, token, login, QUIT: no message. The report lists what the server
     offers (its EHLO capabilities before and after TLS)."""
     started = time.monotonic()
-    session = SmtpSession(
-        config,
-        deadline=started + deadline,
-        transcript=True,
-        probe_tls=True,
-        message=False,
-        tokens=_fresh_tokens() if config.oauth else None,
-    )
+    session = _session(config, started=started, deadline=deadline, message=False)
+    return _run(session, started)
+
+
+def _run(
+    session: SmtpSession, started: float, send: Callable[[], object] | None = None
+) -> DiagnosticReport:
+    """Connect, ``send`` if given, QUIT; a failed step ends the run (the report says which)."""
     try:
         session.connect()
+        if send is not None:
+            send()
         session.quit()
     except SmtpError:
         pass

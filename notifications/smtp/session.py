@@ -22,7 +22,7 @@ from ..exceptions import (
     SmtpTemporaryError,
 )
 from . import auth
-from .client import _Client, secret_forms
+from .client import _Client, b64, secret_forms
 from .config import SmtpConfig
 from .errors import Context, OutOfTime, classify, greeting_hint, reply_error
 from .message import parse_address
@@ -280,8 +280,9 @@ class SmtpSession:
 
     def _keep_secret(self, value: str) -> None:
         """Mask a new secret (a token and its XOAUTH2 encoding) in the transcript and replies."""
-        self._secrets = (*secret_forms(self.config.username, value), *self._secrets)
-        self._secrets += (auth.xoauth2_string(self.config.username, value),)
+        line = auth.xoauth2_string(self.config.username, value)
+        forms = (b64(line), line, *secret_forms(self.config.username, value))
+        self._secrets = (*forms, *self._secrets)  # longest forms first, as secret_forms orders
         self._client._secrets = self._secrets
 
     def _envelope(self, address: str, step: str) -> str:
