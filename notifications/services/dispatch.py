@@ -201,8 +201,7 @@ class _Drain:
     def _attempt(self, row: Notification) -> _Outcome:
         started = time.monotonic()
         try:
-            message = _message_or_permanent_error(row, self.config.from_address)
-            row.message_id = message["Message-ID"]
+            row.message_id, message = _message_or_permanent_error(row, self.config.from_address)
             self.session.send(
                 message,
                 envelope_from=_envelope_address(self.config.from_address),
@@ -318,11 +317,11 @@ def _more_arrive_soon(budget_end: float) -> bool:
     return False
 
 
-def message_for(row: Notification, *, from_address: str):
-    """The email a stored notification becomes, sent from ``from_address``."""
-    from notifications.smtp import build_message
+def message_for(row: Notification, *, from_address: str) -> tuple[str, bytes]:
+    """(Message-ID, bytes) of the email a stored row becomes, sent from ``from_address``."""
+    from notifications.mime import render
 
-    return build_message(
+    return render(
         from_address=from_address,
         to=row.recipient,
         subject=row.subject,
@@ -334,7 +333,7 @@ def message_for(row: Notification, *, from_address: str):
     )
 
 
-def _message_or_permanent_error(row: Notification, from_address: str):
+def _message_or_permanent_error(row: Notification, from_address: str) -> tuple[str, bytes]:
     try:
         return message_for(row, from_address=from_address)
     except ValueError as error:  # this row can never become a message: no point retrying
