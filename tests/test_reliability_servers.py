@@ -164,12 +164,16 @@ def test_a_broker_that_never_answers_holds_notify_up_for_under_half_a_second(
             with transaction.atomic():
                 notifications.notify(recipients=f"hang{n}@example.com", subject="s", body="b")
             latencies.append(time.monotonic() - started)
+        time.sleep(1)  # the publishing thread meets the silent broker, times out, backs off
+        started = time.monotonic()
+        with transaction.atomic():
+            notifications.notify(recipients="after@example.com", subject="s", body="b")
+        latencies.append(time.monotonic() - started)
     fault_figures(
         "broker that accepts and never answers",
-        first_call_ms=round(latencies[0] * 1000),
-        later_calls_max_ms=round(max(latencies[1:]) * 1000),
+        slowest_call_ms=round(max(latencies) * 1000),
         threads=threading.active_count(),
     )
-    assert latencies[0] < 0.5  # the publish's own socket timeout (0.25 s), then it gives up
-    assert max(latencies[1:]) < 0.1  # and stops trying for a few seconds
-    assert Notification.objects.filter(status=Status.QUEUED).count() == 5
+    # Publishing happens on a thread of its own, with 0.25 s socket timeouts: never the caller.
+    assert max(latencies) < 0.5
+    assert Notification.objects.filter(status=Status.QUEUED).count() == 6
