@@ -144,7 +144,8 @@ def render_run(run: Run, number: int) -> str:
         "Dispatch (a pre-queued burst: N rows committed at once by bulk `notify()`, then outbox "
         "→ Celery on Redis → SMTP → `sent` on PostgreSQL; msg/s from that commit):",
         "",
-        "| server | Batch | N | msg/s | ÷ smtplib pool of Batch | ÷ post_office | ÷ ideal "
+        "| server | Batch | N | msg/s | ÷ smtplib pool of Batch | ÷ post_office, same threads "
+        "| ÷ ideal "
         "(Batch ÷ delay) | peak sessions | commit→sent p50 / p95 (ms) | paced `notify()` p50 / "
         "p95 (ms) | bulk `notify()` of 1,000 (ms) | worker RSS now / peak (MB) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -152,6 +153,8 @@ def render_run(run: Run, number: int) -> str:
     for p in run.points:
         ideal = p.rate / run.ideal(p.batch) if p.server == "slow" else None
         peer = run.peer(p.server)
+        if peer is not None and peer.connections != p.batch:
+            peer = None  # compared only at the same concurrency
         memory = run.memory.get(p.batch)
         rss = f"{memory.rss_mb:.0f} / {memory.peak_mb:.0f}" if memory else "–"
         paced = run.paced_notify_ms.get(p.batch)
