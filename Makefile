@@ -59,7 +59,8 @@ messages: install-dev
 screenshots: install-dev
 	UPDATE_SCREENSHOTS=1 $(PY) -m pytest -m browser $(PYTEST_ARGS)
 
-# Benchmark (issue 7): needs PostgreSQL at 127.0.0.1:5432 (user postgres) and redis-server;
+# Benchmark (issues 7 and 12): needs PostgreSQL at 127.0.0.1:5432 (user postgres) and
+# redis-server; installs django-post-office (the peer) in its own venv, var/bench-peers;
 # writes docs/benchmarks.md.
 bench: install-dev
 	$(PY) -m bench $(BENCH_ARGS)

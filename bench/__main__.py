@@ -15,7 +15,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from bench import report
+from bench import peers, report
 from bench.infra import ROOT, CpuMeter, Database, Redis, Worker, child_environment, migrate
 from bench.report import Run
 from bench.servers import SmtpServerProcess
@@ -23,13 +23,14 @@ from bench.servers import SmtpServerProcess
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--batches", default="1,4,10,20", help="comma-separated Batch values")
+    parser.add_argument("--batches", default="1,4,10,20,50", help="comma-separated Batch values")
     parser.add_argument("--delay-ms", type=int, default=50, help="the slow server's DATA delay")
     parser.add_argument("--seconds", type=float, default=5.0, help="target length of a point")
     parser.add_argument("--baseline-seconds", type=float, default=3.0)
     parser.add_argument("--workers", type=int, default=2, help="Celery worker processes")
     parser.add_argument("--producers", type=int, default=1, help="threads calling notify()")
-    parser.add_argument("--runs", type=int, default=2, help="whole runs, one section each")
+    parser.add_argument("--runs", type=int, default=1, help="whole runs, one section each")
+    parser.add_argument("--peer-threads", type=int, default=10, help="post_office's threads")
     parser.add_argument("--servers", default="slow,fast", help="which end-to-end servers")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--logs", type=Path, help="keep worker logs here (default: temporary)")
@@ -89,7 +90,7 @@ def _run_once(
             for index in range(args.workers):
                 worker = Worker(
                     f"bench{index}-b{batch}",
-                    concurrency=max(batch, 2),
+                    concurrency=concurrency(batch, args.workers),
                     environment=environment,
                     log=logs / f"worker{index}-b{batch}.log",
                 )
@@ -99,9 +100,10 @@ def _run_once(
                 worker.wait_ready()
             endtoend.configure(servers["fast"], batch)
             endtoend.run_point(  # warm-up: imports, connections, first sessions
-                servers["fast"], batch=batch, messages=max(40, 4 * batch), producers=1
+                servers["fast"], batch=batch, messages=max(40, 4 * batch), prequeued=True
             )
-            # notify() as a caller sees it when the system is not saturated: 100 calls a second.
+            # The paced producer: notify() as a caller sees it while workers send, 100 calls a
+            # second, one recipient each.
             paced = endtoend.run_point(
                 servers["fast"], batch=batch, messages=200, producers=1, pace=0.01
             )
@@ -123,13 +125,9 @@ def _run_once(
                         "redis": [redis_pid],
                     }
                 )
+                # Dispatch apart from the producer: the rows are committed at once, then sent.
                 point = endtoend.run_point(
-                    server,
-                    batch=batch,
-                    messages=messages,
-                    producers=args.producers,
-                    meter=meter,
-                    seconds=args.seconds,
+                    server, batch=batch, messages=messages, meter=meter, prequeued=True
                 )
                 _say(
                     f"{name} Batch {batch}: {point.messages} in {point.seconds:.2f} s = "
@@ -139,8 +137,21 @@ def _run_once(
                 run.points.append(point)
             memories = [worker.memory() for worker in started]
             run.memory[batch] = max(memories, key=lambda m: m.peak_mb)
+    fast_b10 = next((p for p in run.points if p.server == "fast" and p.batch == 10), None)
+    for name in args.servers.split(","):
+        messages = fast_b10.messages if name == "fast" and fast_b10 else 1000
+        if name == "slow":
+            messages = _slow_messages(args.peer_threads, args.delay_ms, args.seconds)
+        peer = peers.post_office(servers[name], messages=messages, threads=args.peer_threads)
+        _say(f"post_office {name} ×{args.peer_threads}: {peer.rate:.0f} msg/s")
+        run.peers.append(peer)
     run.load = (start_load, os.getloadavg()[0])
     return run
+
+
+def concurrency(batch: int, workers: int) -> int:
+    """Threads per worker: together a little more than Batch (each session is one task)."""
+    return max(2, -(-batch // workers) + 2)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -163,6 +174,8 @@ def main(argv: list[str] | None = None) -> None:
             CELERY_BROKER_URL=redis_server.url,
         )
         migrate(environment)
+        _say("preparing the peers' own venv (var/bench-peers)")
+        peers.ensure_venv()
 
         import django
 

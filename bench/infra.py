@@ -36,8 +36,15 @@ def _end(process: subprocess.Popen, *, grace: float = 20.0) -> None:
 class Database:
     """``CREATE DATABASE notifications_bench_<pid>`` on the local server; ``drop()`` removes it."""
 
-    def __init__(self, *, host: str = LOOPBACK, port: int = 5432, user: str = "postgres") -> None:
-        self.name = f"notifications_bench_{os.getpid()}"
+    def __init__(
+        self,
+        *,
+        name: str | None = None,
+        host: str = LOOPBACK,
+        port: int = 5432,
+        user: str = "postgres",
+    ) -> None:
+        self.name = name or f"notifications_bench_{os.getpid()}"
         self._admin = {"host": host, "port": port, "user": user, "dbname": "postgres"}
         self.url = f"postgres://{user}@{host}:{port}/{self.name}"
         self._admin_sql(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')

@@ -8,12 +8,14 @@ from dataclasses import dataclass, field
 from bench.baselines import Baseline
 from bench.endtoend import Point, percentile
 from bench.infra import Memory
+from bench.peers import PeerResult
 
-# The targets of issue 7.
-IDEAL_RATIO = 0.95  # slow server: throughput ≥ 0.95 × Batch ÷ delay
-FAST_RATIO = 0.7  # fast server, Batch 10: ≥ 0.7 × the smtplib pool of 10 connections
+# The targets of issue 12.
+IDEAL_RATIO = 0.9  # slow server: throughput ≥ 0.9 × Batch ÷ delay
+PEER_RATIO = 1.0  # fast server, Batch 10: ≥ 1.0 × django-post-office's send phase
 FAST_BATCH = 10
-NOTIFY_MS = 2.0  # notify() median
+CPU_MS = 2.5  # fast server, Batch 10: total CPU per message
+NOTIFY_MS = 1.0  # notify() median, one recipient, while workers send
 RSS_MB = 120.0  # per worker process
 
 
@@ -28,6 +30,10 @@ class Run:
     points: list[Point] = field(default_factory=list)
     memory: dict[int, Memory] = field(default_factory=dict)  # Batch → the largest worker
     paced_notify_ms: dict[int, list[float]] = field(default_factory=dict)  # Batch → per call
+    peers: list[PeerResult] = field(default_factory=list)
+
+    def peer(self, server: str) -> PeerResult | None:
+        return next((p for p in self.peers if p.server == server), None)
 
     def baseline(self, server: str, connections: int) -> Baseline | None:
         return next(
@@ -69,23 +75,34 @@ class Run:
             )
         )
         fast = next((p for p in self.points if p.server == "fast" and p.batch == FAST_BATCH), None)
-        if fast is not None and (ratio := self.baseline_ratio(fast)) is not None:
+        peer = self.peer("fast")
+        if fast is not None and peer is not None:
+            ratio = fast.rate / peer.rate
             found.append(
                 (
-                    f"fast server, Batch {FAST_BATCH}: ≥ {FAST_RATIO} × smtplib pool",
-                    ratio >= FAST_RATIO,
-                    f"{ratio:.2f}",
+                    f"fast server, Batch {FAST_BATCH}: ≥ {PEER_RATIO} × django-post-office's "
+                    "send phase",
+                    ratio >= PEER_RATIO,
+                    f"{ratio:.2f} ({fast.rate:.0f} vs {peer.rate:.0f} msg/s)",
+                )
+            )
+        if fast is not None:
+            total = fast.cpu.get("machine", 0) * 1000 / fast.messages
+            found.append(
+                (
+                    f"fast server, Batch {FAST_BATCH}: total CPU ≤ {CPU_MS:g} ms per message",
+                    total <= CPU_MS,
+                    f"{total:.2f} ms",
                 )
             )
         paced = [statistics.median(v) for v in self.paced_notify_ms.values()]
-        burst = [statistics.median(p.notify_ms) for p in self.points]
         if paced:
             found.append(
                 (
-                    f"notify() median ≤ {NOTIFY_MS:g} ms (100 calls/s)",
+                    f"notify() median ≤ {NOTIFY_MS:g} ms (one recipient, 100 calls/s, while "
+                    "workers send)",
                     max(paced) <= NOTIFY_MS,
-                    f"{min(paced):.2f}–{max(paced):.2f} ms; during the bursts "
-                    f"{min(burst):.2f}–{max(burst):.2f} ms",
+                    f"{min(paced):.2f}–{max(paced):.2f} ms",
                 )
             )
         if self.memory:
@@ -108,7 +125,7 @@ def render_run(run: Run, number: int) -> str:
     lines = [
         f"## Run {number}: {run.started}",
         "",
-        f"{run.workers} worker processes (`--pool threads`, concurrency max(Batch, 2) each), "
+        f"{run.workers} worker processes (`--pool threads`, together Batch + 4 threads), "
         f"{run.producers} producer thread(s) calling `notify()`, slow server delay "
         f"{run.delay_ms} ms; load average {run.load[0]:.2f} at the start, "
         f"{run.load[1]:.2f} at the end.",
@@ -124,32 +141,53 @@ def render_run(run: Run, number: int) -> str:
     ]
     lines += [
         "",
-        "End to end (`notify()` → outbox → Celery on Redis → SMTP → `sent` on PostgreSQL):",
+        "Dispatch (a pre-queued burst: N rows committed at once by bulk `notify()`, then outbox "
+        "→ Celery on Redis → SMTP → `sent` on PostgreSQL; msg/s from that commit):",
         "",
-        "| server | Batch | N | msg/s | ÷ smtplib pool of Batch | ÷ ideal (Batch ÷ delay) "
-        "| peak sessions | notify→sent p50 / p95 (ms) | notify() p50 burst / 100 per s (ms) "
-        "| worker RSS now / peak (MB) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| server | Batch | N | msg/s | ÷ smtplib pool of Batch | ÷ post_office, same threads "
+        "| ÷ ideal "
+        "(Batch ÷ delay) | peak sessions | commit→sent p50 / p95 (ms) | paced `notify()` p50 / "
+        "p95 (ms) | bulk `notify()` of 1,000 (ms) | worker RSS now / peak (MB) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in run.points:
         ideal = p.rate / run.ideal(p.batch) if p.server == "slow" else None
+        peer = run.peer(p.server)
+        if peer is not None and peer.connections != p.batch:
+            peer = None  # compared only at the same concurrency
         memory = run.memory.get(p.batch)
         rss = f"{memory.rss_mb:.0f} / {memory.peak_mb:.0f}" if memory else "–"
         paced = run.paced_notify_ms.get(p.batch)
-        paced_text = f"{statistics.median(paced):.2f}" if paced else "–"
+        paced_text = (
+            f"{statistics.median(paced):.2f} / {percentile(paced, 0.95):.2f}" if paced else "–"
+        )
         lines.append(
             f"| {p.server} | {p.batch} | {p.messages} | {p.rate:.0f} "
-            f"| {_ratio(run.baseline_ratio(p))} | {_ratio(ideal)} "
-            f"| {p.peak_sessions} | {percentile(p.latency_ms, 0.5):.0f} / "
-            f"{percentile(p.latency_ms, 0.95):.0f} "
-            f"| {statistics.median(p.notify_ms):.2f} / {paced_text} | {rss} |"
+            f"| {_ratio(run.baseline_ratio(p))} | {_ratio(p.rate / peer.rate if peer else None)} "
+            f"| {_ratio(ideal)} | {p.peak_sessions} | {percentile(p.latency_ms, 0.5):.0f} / "
+            f"{percentile(p.latency_ms, 0.95):.0f} | {paced_text} "
+            f"| {statistics.median(p.notify_ms):.0f} | {rss} |"
         )
+    lines += [
+        "",
+        "Peer, measured the same way in the same run (django-post-office's send phase: rows "
+        "queued first, then `send_queued_mail_until_done`, one process, its threads on Django's "
+        "SMTP backend, its own PostgreSQL database, installed in the bench's own venv):",
+        "",
+        "| peer | server | threads | N | msg/s | peak sessions | total CPU per message (ms) |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {peer.name} | {peer.server} | {peer.connections} | {peer.messages} "
+        f"| {peer.rate:.0f} | {peer.peak_sessions} | {peer.cpu_ms_per_message:.2f} |"
+        for peer in run.peers
+    ]
     lines += [
         "",
         "Where the CPU goes, in ms of CPU per message (2 cores = 2,000 ms per second; other = "
         "PostgreSQL and anything else on the machine):",
         "",
-        "| server | Batch | bench: notify() | workers | SMTP server | redis | other | total "
+        "| server | Batch | bench (the caller) | workers | SMTP server | redis | other | total "
         "| smtplib pool of Batch, total |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -173,11 +211,22 @@ def render_run(run: Run, number: int) -> str:
 HEADER = """# Benchmarks
 
 Written by `make bench` (`python -m bench`); see `bench/__init__.py` for what each part does.
-The machine is shared and noisy, so the figures that matter are the ratios, each against a
-baseline measured in the same run against the same local servers. msg/s end to end is N divided
-by the time from the first notification's `created_at` to the last one's `sent_at`; notify→sent
-is per message, under a burst of N, so it is mostly time spent waiting in the outbox. `notify()`
-is timed in the caller around its own transaction, commit and broker publish included.
+The machine is shared and noisy (other engineers run test suites on its 2 cores at the same
+time), so the figures that matter are the ratios, each against a baseline or peer measured in the
+same run against the same local servers. Dispatch is measured apart from the producer: N rows
+are committed at once (bulk `notify()`, 1,000 recipients a call), and msg/s is N divided by the
+time from that commit to the last `sent_at`; commit→sent is per message, so it is mostly time
+spent waiting in the outbox. The paced producer calls `notify()` with one recipient 100 times a
+second while the workers send; each call is timed around its own transaction and commit.
+
+What bounds dispatch here: each session waits for one durable commit per message (the outcome,
+with the next row's attempt, in one statement on PostgreSQL: `notifications/services/hotpath.py`),
+about 1 ms on this machine's disk, so one session tops out near 250-300 msg/s against the fast
+server; the workers' CPU is about 1.7 ms a message, a fifth of it parsing the recipient address
+in `smtp.py` (`_parse_address`, not cached across recipients). django-post-office's send phase
+marks a whole batch (up to BATCH_SIZE, here 1,000) sent in one UPDATE after sending all of it, with
+no write per message: that is why it is faster against the fast server, and why a worker that
+dies mid-batch sends the whole batch again.
 """
 
 

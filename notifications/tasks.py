@@ -1,15 +1,18 @@
 """Thin Celery tasks, and the one place that publishes to the broker.
 
 Tasks: ids in, one service call; safe to run twice (claims make sends happen once). Publishing
-(``publish_drains``) is what ``services.hooks.request_sessions`` calls: it must never hold up a
-caller of notify(), so it has short socket timeouts of its own, stops trying for a few seconds
-after a failure (the rows wait for the sweeper meanwhile), and folds a stream of single
-requests into one publish per PUBLISH_INTERVAL_SECONDS (the last one always goes out).
+(``publisher.request``) is what ``services.hooks.request_sessions`` calls: it must never hold up
+a caller of notify(), so the caller only records the request and a thread publishes it, on a
+broker connection with short socket timeouts of its own; it stops trying for a few seconds after
+a failure (the rows wait for the sweeper meanwhile) and folds a stream of requests into one
+publish per PUBLISH_INTERVAL_SECONDS (the last one always goes out).
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import threading
 import time
 from datetime import datetime
@@ -67,44 +70,61 @@ def sweep_outbox() -> int:
 
 
 class _Publisher:
-    """Publishes drain requests with bounded cost to the caller (see the module docstring)."""
+    """Publishes drain requests from a thread of its own (see the module docstring).
+
+    A caller only records the request (no broker round trip, no thread start); the publishing
+    thread sends the largest number of drain tasks asked for since its last publish, at most
+    once per PUBLISH_INTERVAL_SECONDS, so the request made after the last publish always goes
+    out.
+    Started lazily in each process (after a fork too); a pending request is flushed at exit.
+    """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._local = threading.local()  # one broker connection per thread
+        self._wakeup = threading.Condition()
+        self._local = threading.local()  # the publishing thread's broker connection
+        self._wanted = 0  # drain tasks asked for and not yet published
+        self._pid = 0
         self._url = None
-        self._last_publish = -1e9
         self._broker_down_until = 0.0
-        self._trailing: threading.Timer | None = None
 
     def request(self, sessions: int, *, at: datetime | None = None) -> None:
-        now = time.monotonic()
-        interval = conf.get("PUBLISH_INTERVAL_SECONDS")
+        if at is not None:  # a drain for later (a rate-limit window opens then): one of a kind
+            self.publish(1, eta=at)
+            return
+        with self._wakeup:
+            if self._pid != os.getpid():
+                self._start()
+            self._wanted = max(self._wanted, sessions)
+            self._wakeup.notify()
+
+    def _start(self) -> None:
+        self._pid, self._wanted = os.getpid(), 0
+        threading.Thread(target=self._run, name="notifications-publisher", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            with self._wakeup:
+                while not self._wanted:
+                    self._wakeup.wait()
+                wanted, self._wanted = self._wanted, 0
+            self.publish(wanted)
+            time.sleep(conf.get("PUBLISH_INTERVAL_SECONDS"))
+
+    def flush(self) -> None:
+        """Publish what is still pending (at exit: the thread may not get to it)."""
+        with self._wakeup:
+            wanted, self._wanted = self._wanted, 0
+        if wanted:
+            self.publish(wanted)
+
+    def publish(self, sessions: int, *, eta: datetime | None = None) -> None:
+        """Publish ``sessions`` drain tasks now (to run at ``eta``, if given), unless the broker
+        failed a moment ago."""
         url = drain_outbox.app.conf.broker_url
-        with self._lock:
-            if url != self._url:  # another broker (tests point the app elsewhere): start afresh
-                self._url, self._last_publish, self._broker_down_until = url, -1e9, 0.0
-            if now < self._broker_down_until:
-                return
-            # A drain for later (a rate-limit window opens then) is never folded into another.
-            if at is None and sessions == 1 and now - self._last_publish < interval:
-                if self._trailing is None:  # the request after the last publish goes out later
-                    wait = interval - (now - self._last_publish)
-                    self._trailing = threading.Timer(wait, self._publish_trailing)
-                    self._trailing.daemon = True
-                    self._trailing.start()
-                return
-            if at is None:
-                self._last_publish = now
-        self._publish(sessions, eta=at)
-
-    def _publish_trailing(self) -> None:
-        with self._lock:
-            self._trailing = None
-            self._last_publish = time.monotonic()
-        self._publish(1)
-
-    def _publish(self, sessions: int, *, eta: datetime | None = None) -> None:
+        if url != self._url:  # another broker (tests point the app elsewhere): start afresh
+            self._url, self._broker_down_until = url, 0.0
+        if time.monotonic() < self._broker_down_until:
+            return
         try:
             connection = self._connection()
             for _ in range(sessions):
@@ -112,8 +132,7 @@ class _Publisher:
         except Exception as error:
             self._drop_connection()
             pause = conf.get("BROKER_BACKOFF_SECONDS")
-            with self._lock:
-                self._broker_down_until = time.monotonic() + pause
+            self._broker_down_until = time.monotonic() + pause
             logger.warning(
                 "Could not reach the broker (%s); not publishing for %s s, the sweeper will "
                 "pick the notifications up.",
@@ -154,3 +173,4 @@ class _Publisher:
 
 publisher = _Publisher()
 hooks.set_publisher(publisher.request)
+atexit.register(publisher.flush)

@@ -33,3 +33,10 @@ def test_tasks_have_stable_explicit_names():
     assert tasks.send_notification.name == "notifications.send_notification"
     assert tasks.drain_outbox.name == "notifications.drain_outbox"
     assert tasks.sweep_outbox.name == "notifications.sweep_outbox"
+
+
+def test_a_plain_worker_command_gets_a_pool_that_can_hold_batch_sessions():
+    # Each SMTP session is one running task: prefork's one process per core could not reach
+    # Batch 5 on two cores. The settings page warns when live concurrency is below Batch.
+    assert app.conf.worker_pool == "threads"
+    assert app.conf.worker_concurrency >= 20

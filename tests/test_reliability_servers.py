@@ -92,7 +92,13 @@ def test_a_message_slower_than_the_lease_ends_at_its_deadline_and_is_never_doubl
         return Notification.objects.filter(status=Status.FAILED).count() == len(rows)
 
     wait_for(all_failed, timeout=90, what=f"both to fail after 2 attempts, now {statuses()}")
-    durations = [ms for worker in workers for ms in attempt_durations_ms(worker.log.read_text())]
+
+    def durations() -> list[int]:
+        return [ms for worker in workers for ms in attempt_durations_ms(worker.log.read_text())]
+
+    # Each attempt's line is logged just after its outcome is written.
+    wait_for(lambda: len(durations()) >= 4, timeout=10, what="the 4 attempts' log lines")
+    durations = durations()
     fault_figures(
         "message slower than the lease",
         attempts=len(durations),
@@ -100,6 +106,7 @@ def test_a_message_slower_than_the_lease_ends_at_its_deadline_and_is_never_doubl
         accepted=len(server.messages),
         peak_sessions=server.state.peak_sessions,
     )
+    assert [row.attempts for row in Notification.objects.all()] == [2, 2]
     assert len(durations) == 4 and max(durations) < 1000 + 1500  # the deadline, and some slack
     assert server.messages == [] and server.state.peak_sessions <= 1
     assert all("[data]" in row.last_error for row in Notification.objects.all())
@@ -120,6 +127,7 @@ def test_a_dripping_reply_ends_the_message_at_its_deadline(
         what="the first attempt to end",
     )
     row.refresh_from_db()
+    wait_for(lambda: attempt_durations_ms(worker.log.read_text()), timeout=10, what="its log line")
     [duration] = attempt_durations_ms(worker.log.read_text())
     fault_figures("reply dripping a line every 0.3 s", attempt_ms=duration, deadline_ms=2000)
     assert (row.status, row.attempts) == (Status.QUEUED, 1) and "[data]" in row.last_error
@@ -164,12 +172,16 @@ def test_a_broker_that_never_answers_holds_notify_up_for_under_half_a_second(
             with transaction.atomic():
                 notifications.notify(recipients=f"hang{n}@example.com", subject="s", body="b")
             latencies.append(time.monotonic() - started)
+        time.sleep(1)  # the publishing thread meets the silent broker, times out, backs off
+        started = time.monotonic()
+        with transaction.atomic():
+            notifications.notify(recipients="after@example.com", subject="s", body="b")
+        latencies.append(time.monotonic() - started)
     fault_figures(
         "broker that accepts and never answers",
-        first_call_ms=round(latencies[0] * 1000),
-        later_calls_max_ms=round(max(latencies[1:]) * 1000),
+        slowest_call_ms=round(max(latencies) * 1000),
         threads=threading.active_count(),
     )
-    assert latencies[0] < 0.5  # the publish's own socket timeout (0.25 s), then it gives up
-    assert max(latencies[1:]) < 0.1  # and stops trying for a few seconds
-    assert Notification.objects.filter(status=Status.QUEUED).count() == 5
+    # Publishing happens on a thread of its own, with 0.25 s socket timeouts: never the caller.
+    assert max(latencies) < 0.5
+    assert Notification.objects.filter(status=Status.QUEUED).count() == 6

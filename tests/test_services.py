@@ -236,7 +236,9 @@ def test_unreachable_server_backs_off_and_charges_no_row(closed_port, configure_
 
 def test_a_session_that_opens_ends_the_back_off(plain_smtp_server, configure_smtp):
     configure_smtp(plain_smtp_server)
-    ConnectBackoff.objects.create(failures=3, retry_at=timezone.now(), reason="[connect] down")
+    ConnectBackoff.objects.create(
+        pk=ConnectBackoff.SINGLETON_PK, failures=3, retry_at=timezone.now(), reason="[connect] down"
+    )
     notifications.notify(recipients="a@example.com", subject="s", body="b")
     assert services.deliver() == 1
     assert ConnectBackoff.objects.get().failures == 0
@@ -397,3 +399,36 @@ def test_each_attempt_logs_one_structured_line_without_the_recipient(
         if r.levelname == "INFO" and r.name.startswith("notifications")  # not the test server's
     )
     assert "private-person@example.com" not in info_text
+
+
+@pytest.mark.postgres_database
+def test_postgres_hot_path_records_sent_and_starts_the_next_only_for_the_owner():
+    from notifications.services import hotpath
+
+    notifications.notify(recipients=["a@example.com", "b@example.com"], subject="s", body="b")
+    first, second = services.claim_batch("owner", limit=2)
+    assert services.start_attempt(first, "owner")
+    fields = {
+        "sent_at": timezone.now(),
+        "message_id": "<m@x>",
+        "last_error": "",
+        "settings_version": 1,
+    }
+    later = timezone.now() + timedelta(minutes=5)
+
+    def write(token):
+        return hotpath.record_sent_and_start(
+            token=token,
+            row_id=first.pk,
+            fields=fields,
+            upcoming_id=second.pk,
+            now=timezone.now(),
+            lease_end=later,
+        )
+
+    assert write("intruder") == (False, False)
+    assert write("owner") == (True, True)
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.status, first.message_id, first.claim_token) == (Status.SENT, "<m@x>", "")
+    assert (second.status, second.attempts, second.claimed_until) == (Status.SENDING, 1, later)

@@ -8,6 +8,7 @@ Admin views, tasks, signal receivers and management commands call in here:
 - ``leases``: claims on rows, send slots, the shared permit to reconnect after a failure.
 - ``upkeep``: the sweeper, worker heartbeats and their capacity.
 - ``hooks``: observer signals and the request for draining sessions (tasks publishes it).
+- ``hotpath``: PostgreSQL statements for the two writes that dominate the cost.
 
 The names other modules use are re-exported here.
 """

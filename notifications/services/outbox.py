@@ -11,11 +11,12 @@ import logging
 from collections.abc import Iterable
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from notifications.exceptions import InvalidNotification
 from notifications.models import Notification, Status
+from notifications.services import hotpath
 from notifications.services.hooks import request_sessions, send_robust
 from notifications.signals import notification_cancelled
 from notifications.validators import (
@@ -100,12 +101,19 @@ def notify(
     ]
     with transaction.atomic(savepoint=False):
         if idempotency_key is None:
-            created = result = Notification.objects.bulk_create(rows)
+            created = result = _insert(rows)
         else:
             created, result = _create_once(idempotency_key, rows)
         if created:
             transaction.on_commit(request_sessions, robust=True)
     return result
+
+
+def _insert(rows: list[Notification]) -> list[Notification]:
+    if connection.vendor == "postgresql":
+        hotpath.insert_recipients(rows)
+        return rows
+    return Notification.objects.bulk_create(rows)
 
 
 def _create_once(
