@@ -223,7 +223,7 @@ What bounds dispatch here: each session waits for one durable commit per message
 with the next row's attempt, in one statement on PostgreSQL: `notifications/services/hotpath.py`),
 about 1 ms on this machine's disk, so one session tops out near 250-300 msg/s against the fast
 server; the workers' CPU is about 1.7 ms a message, a fifth of it parsing the recipient address
-in `smtp.py` (`_parse_address`, not cached across recipients). django-post-office's send phase
+in `smtp/message.py` (`parse_address`, not cached). django-post-office's send phase
 marks a whole batch (up to BATCH_SIZE, here 1,000) sent in one UPDATE after sending all of it, with
 no write per message: that is why it is faster against the fast server, and why a worker that
 dies mid-batch sends the whole batch again.

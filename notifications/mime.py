@@ -16,7 +16,8 @@ import secrets
 from email.header import Header
 from email.utils import formataddr, formatdate, make_msgid
 
-from notifications.smtp import _parse_address, build_message
+from notifications.smtp import build_message
+from notifications.smtp.message import parse_address
 
 #: RFC 5322's limit for a line; longer ones must be encoded.
 MAX_LINE = 998
@@ -49,20 +50,20 @@ def render(
         )
         data = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
         return message["Message-ID"], data
-    sender = _parse_address(from_address, "From")
+    sender = parse_address(from_address, "From")
     for name, value in (("Subject", subject), ("Message-ID", message_id or "")):
         if any(char in value for char in LINE_BREAKS):
             raise ValueError(f"{name} must not contain line breaks or NUL characters.")
     message_id = message_id or make_msgid(domain=sender.domain)
     lines = [
         "From: " + _address(sender),
-        "To: " + _address(_parse_address(to, "To")),
+        "To: " + _address(parse_address(to, "To")),
         "Subject: " + _subject(subject),
         "Date: " + formatdate(usegmt=True),
         "Message-ID: " + message_id,
     ]
     if reply_to:
-        lines.append("Reply-To: " + _address(_parse_address(reply_to, "Reply-To")))
+        lines.append("Reply-To: " + _address(parse_address(reply_to, "Reply-To")))
     lines.append("MIME-Version: 1.0")
     if html_body is None:
         lines += _part("plain", body)

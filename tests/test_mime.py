@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from notifications.mime import render
-from notifications.smtp import _parse_address, build_message
+from notifications.smtp import build_message
+from notifications.smtp.message import parse_address
 from notifications.validators import validate_header_text
 
 FUZZ = settings(
@@ -58,7 +59,7 @@ def same_message(fields: dict) -> None:
     for header, field in (("From", "from_address"), ("To", "to"), ("Reply-To", "reply_to")):
         if fields.get(field):
             [got] = ours[header].addresses
-            expected = _parse_address(fields[field], header)
+            expected = parse_address(fields[field], header)
             assert (got.display_name, got.addr_spec) == (expected.display_name, expected.addr_spec)
         else:
             assert ours[header] is None
