@@ -39,7 +39,8 @@ def _base64_forms(data: bytes) -> set[str]:
 
 
 def encodings(secret: str) -> set[str]:
-    """The secret as written and as it may travel or be echoed: base64, hex, URL and JSON."""
+    """The secret as written and as it may travel or be echoed: base64, hex, URL, JSON, and
+    its UTF-8 bytes misread as Latin-1."""
     raw = secret.encode("utf-8")
     forms = {
         secret,
@@ -49,6 +50,7 @@ def encodings(secret: str) -> set[str]:
         quote_plus(secret, safe=""),
         json.dumps(secret)[1:-1],
         json.dumps(secret, ensure_ascii=False)[1:-1],
+        raw.decode("latin-1"),  # UTF-8 read as Latin-1, as smtplib reads EHLO keywords
     }
     forms |= _base64_forms(raw)
     return {form for form in forms if form}

@@ -14,7 +14,7 @@ from django.utils.translation import gettext as _
 from ..exceptions import SmtpConfigurationError
 from .client import _Client
 from .config import OAuthCredentials, SmtpConfig
-from .errors import xoauth2_failure
+from .errors import auth_status, xoauth2_failure
 
 if TYPE_CHECKING:
     from ..oauth import AccessToken
@@ -134,12 +134,16 @@ def xoauth2(
     except smtplib.SMTPAuthenticationError as first:
         # A 535 may mean the token was revoked or expired early; anything else is the setup.
         if first.smtp_code != 535 or client.sock is None:
-            raise xoauth2_failure(config, first.smtp_code, _text(first.smtp_error)) from None
+            raise xoauth2_failure(
+                config, first.smtp_code, auth_status(_text(first.smtp_error))
+            ) from None
         step.detail["refetched"] = True
         try:
             return _xoauth2_once(config, client, step, refetch(token))
         except smtplib.SMTPAuthenticationError as second:
-            raise xoauth2_failure(config, second.smtp_code, _text(second.smtp_error)) from None
+            raise xoauth2_failure(
+                config, second.smtp_code, auth_status(_text(second.smtp_error))
+            ) from None
 
 
 def _xoauth2_once(

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import base64
+import binascii
+import functools
 import smtplib
 import socket
 import time
 
 from django.utils.translation import gettext as _
 
-MASK = "********"
+from ..redaction import MASK, Redactor
+
 _SMTP_VERBS = frozenset(
     "ehlo helo mail rcpt data quit noop rset starttls auth vrfy expn help".split()
 )
@@ -32,10 +35,18 @@ def secret_forms(username: str, password: str) -> tuple[str, ...]:
     return tuple(sorted(forms, key=len, reverse=True))
 
 
+@functools.lru_cache(maxsize=16)
+def redactor(secrets: tuple[str, ...]) -> Redactor:
+    """Masks every fragment of these secrets in any encoding (built once per set of secrets)."""
+    return Redactor(secrets)
+
+
 def redact(text: str, secrets: tuple[str, ...]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, MASK)
-    return text
+    return redactor(secrets).redact(text) if secrets else text
+
+
+#: More challenges than any mechanism here needs (LOGIN takes two) means a broken server.
+_MAX_CHALLENGES = 5
 
 
 def decode(reply: bytes | str) -> str:
@@ -49,6 +60,10 @@ MAX_REPLY_BYTES = 64 * 1024
 
 class ReplyTooLong(smtplib.SMTPException):
     """The server's reply exceeded MAX_REPLY_LINES or MAX_REPLY_BYTES (a protocol error)."""
+
+
+class MalformedChallenge(smtplib.SMTPException):
+    """A 334 challenge that is not base64: no SMTP server sends one (a protocol error)."""
 
 
 class _Client(smtplib.SMTP):
@@ -108,8 +123,10 @@ class _Client(smtplib.SMTP):
             try:
                 code = int(line[:3])
             except ValueError:
-                code = -1  # not SMTP: do not read on (smtplib does the same)
-                break
+                # Not SMTP (an SSH or FTP banner, say): neither read on nor repeat its bytes.
+                self._in_auth = False
+                self.note(f"S: [not an SMTP reply: {len(line)} bytes]")
+                return -1, b""
             if line[3:4] != b"-":
                 break
             if len(lines) >= MAX_REPLY_LINES:
@@ -126,6 +143,36 @@ class _Client(smtplib.SMTP):
             separator = "-" if index < len(lines) - 1 else " "
             self.note(f"S: {code}{separator}{text}".rstrip())
         return code, reply
+
+    def auth(self, mechanism, authobject, *, initial_response_ok=True) -> tuple[int, bytes]:
+        """smtplib's ``auth``, but in UTF-8 (RFC 4616 PLAIN, and LOGIN, carry any password; smtplib
+        encodes ASCII only), and a challenge that is not base64 refused as MalformedChallenge
+        instead of an uncaught binascii.Error."""
+        mechanism = mechanism.upper()
+        initial = authobject() if initial_response_ok else None
+        # smtplib's auth_login tells the username from the password by this count.
+        if initial is not None:
+            code, reply = self.docmd("AUTH", f"{mechanism} {b64(initial)}")
+            self._auth_challenge_count = 1
+        else:
+            code, reply = self.docmd("AUTH", mechanism)
+            self._auth_challenge_count = 0
+        for _round in range(_MAX_CHALLENGES):
+            if code != 334:
+                break
+            self._auth_challenge_count += 1
+            try:
+                challenge = base64.b64decode(reply, validate=True)
+            except (binascii.Error, ValueError):
+                raise MalformedChallenge(
+                    _("The server's login challenge is not valid base64.")
+                ) from None
+            code, reply = self.docmd(b64(authobject(challenge)))
+        else:
+            raise MalformedChallenge(_("The server kept sending login challenges."))
+        if code in (235, 503):
+            return code, reply
+        raise smtplib.SMTPAuthenticationError(code, reply)
 
     def _read_line(self, end: float, limit: int) -> bytes:
         """One CRLF-terminated line of at most ``limit`` bytes, read before ``end``."""

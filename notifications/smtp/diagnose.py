@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -12,6 +13,8 @@ from .config import SmtpConfig
 from .message import build_message, envelope_address, parse_address
 from .report import DiagnosticReport
 from .session import SmtpSession
+
+logger = logging.getLogger(__name__)
 
 
 def _fresh_tokens():
@@ -55,7 +58,7 @@ def diagnose(config: SmtpConfig, *, to: str, deadline: float = 30.0) -> Diagnost
         step = session.recorder.steps[address_step]
         step.status, step.error = "failed", str(exc)
         step.hint = _("Correct the address and try again.")
-        return session.recorder.report(round((time.monotonic() - started) * 1000))
+        return session.report(round((time.monotonic() - started) * 1000))
     return _run(
         session,
         started,
@@ -82,6 +85,11 @@ def _run(
         session.quit()
     except SmtpError:
         pass
+    except Exception:
+        # A bug must not become a 500 page (whose debug view would show the settings' secrets):
+        # the step that was running fails with a plain message, the details go to the log.
+        logger.exception("Unexpected error in the SMTP diagnosis")
+        session.recorder.fail_pending(_("Unexpected error in this step; see the server log."))
     finally:
         session.close()
-    return session.recorder.report(round((time.monotonic() - started) * 1000))
+    return session.report(round((time.monotonic() - started) * 1000))

@@ -7,6 +7,7 @@ socket, so every hint is testable without a server.
 
 from __future__ import annotations
 
+import re
 import smtplib
 import socket
 import ssl
@@ -22,7 +23,7 @@ from ..exceptions import (
     SmtpTemporaryError,
 )
 from ..providers import provider_for_host
-from .client import decode, redact
+from .client import MalformedChallenge, decode, redact
 from .config import SmtpConfig
 from .report import STEP_LABELS
 
@@ -50,6 +51,16 @@ def tls_port_hint(port: int) -> str:
         "Port %(port)s expects SSL/TLS (implicit TLS): set Security to SSL/TLS, or use port 587 "
         "with STARTTLS."
     ) % {"port": port}
+
+
+_ENHANCED_STATUS = re.compile(r"^\s*([245]\.\d{1,3}\.\d{1,3})\b")
+
+
+def auth_status(reply: str) -> str:
+    """Of a reply to AUTH, only the enhanced status code ("5.7.8"): what a server says at login
+    is the likeliest place for it to echo the credentials, and the code is what hints need."""
+    match = _ENHANCED_STATUS.match(reply)
+    return match.group(1) if match else ""
 
 
 def auth_failure_hint(host: str, reply: str) -> str:
@@ -191,8 +202,29 @@ def classify(context: Context, step: str, exc: BaseException) -> SmtpError:
     """Turn what smtplib, ssl and socket raise into the app's errors, with a hint."""
     config, label = context.config, STEP_LABELS[step]
     where = {"host": config.host, "port": config.port, "timeout": f"{context.timeout:g}"}
+    if isinstance(exc, smtplib.SMTPResponseException) and exc.smtp_code == -1:
+        return SmtpConfigurationError(
+            _("%(step)s: %(host)s port %(port)s does not speak SMTP.") % {"step": label, **where},
+            step=step,
+            hint=_(
+                "Another kind of service (SSH, FTP, a web or message server…) answers on that "
+                "port: check the host and the port."
+            ),
+        )
     if isinstance(exc, smtplib.SMTPResponseException):
-        return reply_error(context, step, exc.smtp_code, context.text(exc.smtp_error))
+        text = context.text(exc.smtp_error)
+        return reply_error(
+            context, step, exc.smtp_code, auth_status(text) if step == "auth" else text
+        )
+    if isinstance(exc, MalformedChallenge):
+        return SmtpConfigurationError(
+            _("%(step)s: %(error)s") % {"step": label, "error": exc},
+            step=step,
+            hint=_(
+                "This is not a standard SMTP login: check the host and port, and that nothing "
+                "between this machine and the server (a proxy, antivirus) rewrites the connection."
+            ),
+        )
     if isinstance(exc, OutOfTime):
         return SmtpTemporaryError(
             _("%(step)s: the test ran out of time before this step.") % {"step": label},

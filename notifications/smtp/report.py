@@ -126,5 +126,11 @@ class Recorder:
         step = self.steps[name]
         step.status, step.detail = "skipped", {"reason": reason}
 
+    def fail_pending(self, error: str) -> None:
+        """Fail the first step that never finished (the one running when something broke)."""
+        step = next((step for step in self.steps.values() if step.status == "not_run"), None)
+        if step is not None:
+            step.status, step.error = "failed", error
+
     def report(self, duration_ms: int) -> DiagnosticReport:
         return DiagnosticReport(list(self.steps.values()), list(self.transcript or []), duration_ms)

@@ -22,11 +22,11 @@ from ..exceptions import (
     SmtpTemporaryError,
 )
 from . import auth
-from .client import _Client, b64, secret_forms
+from .client import _Client, b64, redactor, secret_forms
 from .config import SmtpConfig
-from .errors import Context, OutOfTime, classify, greeting_hint, reply_error
+from .errors import Context, OutOfTime, auth_status, classify, greeting_hint, reply_error
 from .message import parse_address
-from .report import DiagnosticStep, Recorder, step_order
+from .report import DiagnosticReport, DiagnosticStep, Recorder, step_order
 from .tls import make_tls_context, speaks_tls, tls_facts
 
 logger = logging.getLogger(__name__)
@@ -270,7 +270,21 @@ class SmtpSession:
                 step.code, reply = auth.xoauth2(
                     config, client, step, self._token, refetch=self._refetch_token
                 )
-            step.reply = self._text(reply)
+            step.reply = auth_status(self._text(reply))
+
+    def report(self, duration_ms: int) -> DiagnosticReport:
+        """What was recorded, every server-supplied string masked: EHLO keywords, certificate
+        names, replies and the transcript can all echo a secret back. (Errors quote replies
+        already masked; hints are this app's own words.)"""
+        report = self.recorder.report(duration_ms)
+        if not self._secrets:
+            return report
+        masking = redactor(self._secrets)
+        for step in report.steps:
+            step.reply = masking.redact(step.reply)
+            step.detail = masking.redact_tree(step.detail)
+        report.transcript = [masking.redact(line) for line in report.transcript]
+        return report
 
     def _refetch_token(self, rejected: Any) -> Any:
         """After the server refused ``rejected``: drop it from the cache, fetch one new token."""
@@ -281,7 +295,8 @@ class SmtpSession:
     def _keep_secret(self, value: str) -> None:
         """Mask a new secret (a token and its XOAUTH2 encoding) in the transcript and replies."""
         line = auth.xoauth2_string(self.config.username, value)
-        forms = (b64(line), line, *secret_forms(self.config.username, value))
+        # Not the line itself: its plain text holds the mailbox, which is no secret.
+        forms = (b64(line), *secret_forms(self.config.username, value))
         self._secrets = (*forms, *self._secrets)  # longest forms first, as secret_forms orders
         self._client._secrets = self._secrets
 

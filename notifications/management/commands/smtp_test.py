@@ -12,6 +12,7 @@ from config.logging import quiet
 from notifications import diagnosis
 from notifications.exceptions import NotificationsError
 from notifications.models import SmtpSettings
+from notifications.redaction import printable
 from notifications.smtp import DiagnosticReport, DiagnosticStep
 from notifications.validators import validate_recipient
 
@@ -80,11 +81,11 @@ class Command(BaseCommand):
         for step in report.steps:
             self.stdout.write(self._line(step, width))
             if step.status == "failed":
-                self.stdout.write(f"    {step.error}")
+                self.stdout.write(f"    {printable(step.error)}")
                 self.stdout.write(self.style.WARNING(f"    {_('Hint:')} {step.hint}"))
         for key, label in (("before_tls", _("before TLS")), ("after_tls", _("after TLS"))):
             if key in report.capabilities:
-                offered = ", ".join(report.capabilities[key]) or "-"
+                offered = printable(", ".join(report.capabilities[key])) or "-"
                 self.stdout.write(
                     _("Server offers %(when)s: %(offered)s") % {"when": label, "offered": offered}
                 )
@@ -102,7 +103,8 @@ class Command(BaseCommand):
             # The first line only: EHLO's reply lists every extension on a line of its own.
             first_line = step.reply.splitlines()[0] if step.reply else ""
             reply = f"{step.code or ''} {first_line}".strip()
-        line = f"{icon} {step.label!s:<{width}}  {duration:>8}  {reply}".rstrip()
+        # The server's words are escaped: a reply must not repaint the terminal ("Delivered").
+        line = f"{icon} {step.label!s:<{width}}  {duration:>8}  {printable(reply)}".rstrip()
         if step.status == "ok":
             return self.style.SUCCESS(line)
         if step.status == "failed":
