@@ -432,6 +432,7 @@ class SmtpTestServer:
         auth_failure_reply: str | None = None,
         events_path: Path | None = None,
         xoauth2: Callable[[str, str], bool] | None = None,
+        data_size_limit: int | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
@@ -459,6 +460,8 @@ class SmtpTestServer:
             "auth_exclude_mechanism": [m for m in ("PLAIN", "LOGIN") if m not in auth_mechanisms],
             "auth_required": require_auth,
         }
+        if data_size_limit is not None:  # advertised as SIZE, and enforced
+            kwargs["data_size_limit"] = data_size_limit
         if mode == "starttls" and offer_starttls:
             kwargs.update(tls_context=tls, require_starttls=True)
         self._controller = _Controller(

@@ -8,6 +8,7 @@ slot taken simply returns, and the slot holders pick the rows up).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 
 from django.core.exceptions import ValidationError
@@ -29,6 +30,16 @@ from notifications.validators import (
 logger = logging.getLogger("notifications.services")
 
 MAX_SUBJECT_LENGTH = 998  # RFC 5322's line limit
+#: The most text one notification's body and HTML body may hold together. Notification mail is
+#: short; past this, a message is an attachment in disguise that providers refuse anyway (most
+#: cap a whole message at 10-35 MB, encoded), and a row this size slows every page that shows it.
+MAX_BODY_CHARACTERS = 1_000_000
+#: A dot-atom address with an ASCII domain: what the envelope parser would return unchanged,
+#: so the common case skips that (slower) parser.
+_PLAIN_ADDRESS = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+"
+)
 
 #: The keywords of the public contract (the ``notify`` signal and ``notifications.notify``).
 NOTIFY_ARGUMENTS = frozenset(
@@ -79,6 +90,12 @@ def notify(
         _require_text("html_body", html_body)
     if not body and not html_body:
         raise InvalidNotification("Give the notification a body (body= or html_body=).")
+    size = len(body) + len(html_body or "")
+    if size > MAX_BODY_CHARACTERS:
+        raise InvalidNotification(
+            f"body and html_body hold {size:,} characters together; at most "
+            f"{MAX_BODY_CHARACTERS:,}. Link to large content instead of sending it."
+        )
     if reply_to is not None:
         _require_text("reply_to", reply_to)
         _validate("reply_to", parse_from_address, reply_to)
@@ -183,12 +200,38 @@ def _clean_recipients(recipients) -> list[str]:
             raise InvalidNotification(
                 f"Each recipient must be an email address string, not {type(recipient).__name__}."
             )
-        address = recipient.strip()
-        _validate("recipients", validate_recipient, address)
+        address = _envelope_form(recipient.strip())
         addresses.setdefault(address.lower(), address)
     if not addresses:
         raise InvalidNotification("Give at least one recipient (recipients=).")
     return list(addresses.values())
+
+
+def _envelope_form(address: str) -> str:
+    """``address`` as the envelope will carry it (an IDNA domain in its ASCII form), refused
+    when the parser that builds the envelope would change it any other way: an invisible
+    character dropped from the domain would otherwise send to another address, past the
+    de-duplication and the idempotency key."""
+    if _PLAIN_ADDRESS.fullmatch(address):
+        return address
+    _validate("recipients", validate_recipient, address)
+    from notifications.smtp.message import parse_address
+
+    try:
+        parsed = parse_address(address, "To")
+    except ValueError as error:
+        raise InvalidNotification(f"recipients: {error}") from None
+    local, _at, domain = address.rpartition("@")
+    try:
+        same_domain = parsed.domain.encode("ascii").decode("idna") == domain.lower()
+    except UnicodeError:
+        same_domain = False
+    if parsed.display_name or parsed.username != local or not same_domain:
+        raise InvalidNotification(
+            f"recipients: “{address}” would be sent to {parsed.addr_spec!r}: it holds characters "
+            "(invisible or not allowed in an address) that the envelope cannot carry."
+        )
+    return parsed.addr_spec
 
 
 def _require_text(

@@ -118,6 +118,7 @@ class SmtpSession:
         else:
             data = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
         options = ["BODY=8BITMIME"] if not data.isascii() and client.has_extn("8bitmime") else []
+        self._check_size(len(data))
         session_deadline = self._deadline
         if deadline is not None:
             self._deadline = (
@@ -271,6 +272,22 @@ class SmtpSession:
                     config, client, step, self._token, refetch=self._refetch_token
                 )
             step.reply = auth_status(self._text(reply))
+
+    def _check_size(self, size: int) -> None:
+        """RFC 1870: a message over the server's SIZE is refused here, before MAIL FROM, for
+        good (it would be refused after the whole upload otherwise)."""
+        limit = self._client.esmtp_features.get("size", "").strip()
+        if limit.isdigit() and 0 < int(limit) < size:
+            step = self.recorder.steps["mail"]
+            step.status = "failed"
+            step.error = _(
+                "The message is %(size)s bytes; the server accepts at most %(limit)s (its SIZE)."
+            ) % {"size": size, "limit": limit}
+            raise SmtpPermanentError(
+                step.error,
+                step="mail",
+                hint=_("Send less: link to large content instead of putting it in the message."),
+            )
 
     def report(self, duration_ms: int) -> DiagnosticReport:
         """What was recorded, every server-supplied string masked: EHLO keywords, certificate
