@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -112,6 +113,25 @@ def make_service_account(token_uri: str) -> ServiceAccount:
     return ServiceAccount(key_json, public_pem)
 
 
+class _TlsHttpServer(ThreadingHTTPServer):
+    """HTTPS with the handshake in each request's own thread, so one slow client cannot hold
+    up the others (wrapping the listening socket would shake hands inside accept())."""
+
+    daemon_threads = True
+    tls: ssl.SSLContext
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        request.settimeout(30)
+        try:
+            tls = self.tls.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            return  # e.g. a client that does not trust the test CA: its own error
+        try:
+            super().finish_request(tls, client_address)
+        finally:
+            tls.close()
+
+
 class TokenServer:
     """``/{tenant}/oauth2/v2.0/token`` (client credentials) and ``/token`` (JWT bearer)."""
 
@@ -125,11 +145,8 @@ class TokenServer:
         self.revoked: set[str] = set()
         self._signing_key = secrets.token_bytes(32)
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer((HOST, 0), self._handler())
-        self._httpd.daemon_threads = True
-        self._httpd.socket = pki.server_context("good").wrap_socket(
-            self._httpd.socket, server_side=True
-        )
+        self._httpd = _TlsHttpServer((HOST, 0), self._handler())
+        self._httpd.tls = pki.server_context("good")
         self.port = self._httpd.server_address[1]
         self.service_account = make_service_account(self.google_url)
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
