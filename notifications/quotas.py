@@ -23,6 +23,9 @@ from .models import RateHold, SendReservation
 
 #: The windows an administrator can limit, in the order they are checked.
 WINDOWS = ("minute", "hour", "day")
+#: How much longer than its nominal length a window is counted (5%, at most 2 s).
+MARGIN = 0.05
+MAX_MARGIN = timedelta(seconds=2)
 # Any constant shared by every process: the key of PostgreSQL's transaction-level advisory lock.
 _LOCK_KEY = 0x5E4D_0001
 
@@ -92,7 +95,10 @@ def next_send_at(limits: RateLimits, *, now: datetime | None = None) -> datetime
 def _full_window(limits: RateLimits, now: datetime) -> RateLimitReached | None:
     """The refusal for the window that stays full longest, or None when every one has room."""
     refusals = []
-    for window, limit, length in limits.active():
+    for window, limit, window_length in limits.active():
+        # A reservation is taken a moment before its message arrives, and arrivals spread by
+        # that much: counting a slightly longer window keeps the provider's count within limit.
+        length = window_length + min(MAX_MARGIN, window_length * MARGIN)
         in_window = SendReservation.objects.filter(reserved_at__gt=now - length)
         count = in_window.count()
         if count >= limit:
