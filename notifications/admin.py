@@ -197,6 +197,8 @@ class SmtpSettingsAdmin(admin.ModelAdmin):
         # The test view passes the bound forms and the result; the plain page starts afresh.
         context.setdefault("test_form", TestEmailForm(initial={"to": request.user.email}))
         context["test_deadline"] = conf.get("TEST_DEADLINE_SECONDS")
+        # The title names what is saved, not what a failed form wrote onto the instance.
+        context["subtitle"] = str(SmtpSettings.load())
         # The page's script keeps the test buttons disabled, counting down, until then.
         context["test_retry_after"] = diagnosis.seconds_until_allowed(request.user)
         context["providers"] = [

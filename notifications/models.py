@@ -248,7 +248,8 @@ class SmtpSettings(models.Model):
     def __str__(self) -> str:
         if not self.host:
             return str(_("SMTP settings (not configured)"))
-        return f"{self.host}:{self.port} ({self.get_security_display()})"
+        # "smtp.example.com:587, STARTTLS"; not "(None (plaintext))" inside parentheses.
+        return f"{self.host}:{self.port}, {self.get_security_display()}"
 
     def save(self, *args, **kwargs):
         self.pk = self.SINGLETON_PK

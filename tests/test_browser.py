@@ -488,3 +488,23 @@ def test_the_dev_sink_in_auth_mode_shows_a_newcomer_the_bad_password_diagnosis(a
         assert received.rcpt_to == ["root@example.com"]
     finally:
         server.stop()
+
+
+def test_a_host_typed_by_hand_turns_the_preset_to_custom_and_the_title_stays_the_saved_one(
+    admin_page, configure_smtp, plain_smtp_server
+):
+    configure_smtp(plain_smtp_server)
+    page = admin_page
+    page.goto(SETTINGS_URL)
+    title = f"127.0.0.1:{plain_smtp_server.port}, None (plaintext)"
+    expect(page.locator("#content h2").first).to_have_text(title)
+    page.select_option("#id_provider", "office365")
+    expect(page.locator("#provider-note")).to_contain_text("Exchange Online")
+    page.fill("#id_host", "mail.example.org")
+    expect(page.locator("#id_provider")).to_have_value("custom")
+    expect(page.locator("#provider-note")).to_be_hidden()
+    # A failed save does not put the typed, invalid values into the page's title.
+    page.fill("#id_batch", "0")
+    page.get_by_role("button", name="Save and continue editing").click()
+    expect(page.locator(".errornote").first).to_be_visible()
+    expect(page.locator("#content h2").first).to_have_text(title)

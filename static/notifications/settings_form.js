@@ -82,6 +82,14 @@ document.addEventListener("DOMContentLoaded", () => {
     }
     showNote(provider);
   });
+  // A host typed by hand is no longer the preset's: the preset (and its note) gives way to Custom.
+  document.getElementById("id_host")?.addEventListener("input", (event) => {
+    const provider = byKey[select.value];
+    if (provider && provider.host && event.target.value.trim() !== provider.host) {
+      select.value = "custom";
+      showNote(byKey.custom);
+    }
+  });
   method?.addEventListener("change", showMethod);
   showNote(byKey[select.value]);
   showMethod();
