@@ -212,9 +212,9 @@ def _envelope_form(address: str) -> str:
     when the parser that builds the envelope would change it any other way: an invisible
     character dropped from the domain would otherwise send to another address, past the
     de-duplication and the idempotency key."""
+    _validate("recipients", validate_recipient, address)
     if _PLAIN_ADDRESS.fullmatch(address):
         return address
-    _validate("recipients", validate_recipient, address)
     from notifications.smtp.message import parse_address
 
     try:

@@ -314,7 +314,7 @@ class SmtpSession:
         line = auth.xoauth2_string(self.config.username, value)
         # Not the line itself: its plain text holds the mailbox, which is no secret.
         forms = (b64(line), *secret_forms(self.config.username, value))
-        self._secrets = (*forms, *self._secrets)  # longest forms first, as secret_forms orders
+        self._secrets = (*forms, *self._secrets)
         self._client._secrets = self._secrets
 
     def _envelope(self, address: str, step: str) -> str:
