@@ -11,6 +11,10 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.utils.translation import gettext_lazy as _
 
+#: What CPython's header parser (email._header_value_parser) raises on some malformed address
+#: lists instead of recording a defect, e.g. for ". <a@b.c>" or "é \\@": a bad address, not a bug.
+MALFORMED_HEADER_ERRORS = (AttributeError, IndexError, TypeError, UnboundLocalError)
+
 _HOSTNAME_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _FORBIDDEN = {"\r": "CR", "\n": "LF", "\0": "NUL"}
 
@@ -103,7 +107,10 @@ def parse_from_address(value: str) -> Address:
         code="from_invalid",
         params={"value": value},
     )
-    header = default_policy.header_factory("From", value)
+    try:
+        header = default_policy.header_factory("From", value)
+    except MALFORMED_HEADER_ERRORS:
+        raise error from None
     if header.defects or len(header.addresses) != 1:
         raise error
     address = header.addresses[0]

@@ -8,7 +8,7 @@ import pytest
 import notifications
 from notifications import services
 from notifications.exceptions import InvalidNotification
-from notifications.models import Notification, Status
+from notifications.models import Notification, SmtpSettings, Status
 from notifications.services.outbox import MAX_BODY_CHARACTERS
 
 pytestmark = pytest.mark.django_db
@@ -67,3 +67,26 @@ def test_a_message_over_the_servers_size_fails_for_good_before_data(
     assert big.status == Status.FAILED
     assert "at most 2000 (its SIZE)" in big.last_error
     assert [m.rcpt_tos for m in server.messages] == [("b@example.com",)]
+
+
+#: Address lists on which CPython's header parser raises (AttributeError, IndexError, TypeError,
+#: UnboundLocalError) instead of recording a defect; found by fuzzing it.
+PARSER_CRASHERS = [". <a@example.com>", "é \\@", '.?:">=[é: ', " .[[[ ", "?@[ "]
+
+
+@pytest.mark.parametrize("address", PARSER_CRASHERS)
+def test_an_address_the_header_parser_chokes_on_is_refused_as_an_address(address):
+    with pytest.raises(InvalidNotification, match="recipients"):
+        notifications.notify(recipients=address, subject="s", body="b")
+    with pytest.raises(InvalidNotification, match="reply_to"):
+        notifications.notify(recipients="a@example.com", subject="s", body="b", reply_to=address)
+    assert not Notification.objects.exists()
+
+
+@pytest.mark.parametrize("address", PARSER_CRASHERS)
+def test_a_from_the_header_parser_chokes_on_gets_the_forms_error(address):
+    from notifications.forms import SmtpSettingsForm
+
+    form = SmtpSettingsForm(data={"from_address": address}, instance=SmtpSettings.load())
+    assert not form.is_valid()
+    assert "name@example.com" in " ".join(form.errors["from_address"])

@@ -10,6 +10,8 @@ from email.utils import formatdate, make_msgid
 
 from django.utils.translation import gettext as _
 
+from ..validators import MALFORMED_HEADER_ERRORS
+
 
 def _refuse_line_breaks(name: str, value: str) -> None:
     if any(char in value for char in "\r\n\0"):
@@ -23,7 +25,10 @@ def parse_address(value: str, name: str) -> Address:
     """Parse ``a@b.c`` or ``Display Name <a@b.c>`` into one Address with an ASCII addr-spec."""
     _refuse_line_breaks(name, value)
     invalid = _("%(name)s is not a valid email address: %(value)s") % {"name": name, "value": value}
-    header = email.policy.default.header_factory(name, value)
+    try:
+        header = email.policy.default.header_factory(name, value)
+    except MALFORMED_HEADER_ERRORS:
+        raise ValueError(invalid) from None
     addresses = getattr(header, "addresses", ())
     if len(addresses) != 1 or not addresses[0].username or not addresses[0].domain:
         raise ValueError(invalid)
