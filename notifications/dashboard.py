@@ -223,12 +223,13 @@ def sending_state(settings: SmtpSettings, backoff: ConnectBackoff | None) -> Sen
     server = server_name(settings.host, settings.port)
     if settings.paused_reason:
         # The reason is the alert atop the panel; here, that nothing goes out until a save.
-        return SendingState(
-            "bad",
-            _("Configured, sending paused"),
-            _("%(server)s; paused since %(time)s, until the settings are saved")
-            % {"server": server, "time": _clock(settings.paused_at or timezone.now())},
-        )
+        detail = _("%(server)s; paused until the settings are saved") % {"server": server}
+        if settings.paused_at is not None:
+            detail = _("%(server)s; paused since %(time)s, until the settings are saved") % {
+                "server": server,
+                "time": _clock(settings.paused_at),
+            }
+        return SendingState("bad", _("Configured, sending paused"), detail)
     if backoff is not None and backoff.throttled:
         return SendingState(
             "warn",

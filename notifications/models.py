@@ -659,6 +659,8 @@ class RateHold(models.Model):
 
 
 class TestKind(models.TextChoices):
+    __test__ = False  # not a pytest test class, despite the name
+
     EMAIL = "email", _("test email")
     CONNECTION = "connection", _("connection test")
 
