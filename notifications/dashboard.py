@@ -172,7 +172,7 @@ def health(*, settings: SmtpSettings, now: datetime | None = None) -> Health:
     """Everything the panel shows, for the stored ``settings``."""
     now = now or timezone.now()
     workers = worker_summary()
-    backoff = ConnectBackoff.objects.filter(failures__gt=0).first()
+    backoff = connect_backoff()  # read once: the Settings state and a warning both need it
     last_test, scratch_test = latest_tests()
     return Health(
         now=now,
@@ -212,7 +212,13 @@ def latest_tests() -> tuple[TestRun | None, TestRun | None]:
 
 
 def _order(run: TestRun) -> tuple[datetime, int]:
-    return run.created_at, run.pk  # TestRun.Meta.ordering, newest last
+    """TestRun.Meta.ordering's key: a later run compares greater."""
+    return run.created_at, run.pk
+
+
+def connect_backoff() -> ConnectBackoff | None:
+    """The shared connection back-off while it holds sessions back, else None."""
+    return ConnectBackoff.objects.filter(failures__gt=0).first()
 
 
 def sending_state(settings: SmtpSettings, backoff: ConnectBackoff | None) -> SendingState:
@@ -321,7 +327,7 @@ def warnings(
 ) -> list[HealthWarning]:
     """What needs attention, most urgent first: no worker, then risks in the stored settings."""
     if backoff is _READ:
-        backoff = ConnectBackoff.objects.filter(failures__gt=0).first()
+        backoff = connect_backoff()
     found = [
         _worker_warning(workers, now),
         _capacity_warning(settings, workers),
