@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 from django.contrib.auth.models import Permission
@@ -403,6 +404,16 @@ def test_paused_sending_is_not_green(admin_client, configure_smtp, smtp_server_f
     panel = panel_text(html)
     assert "Sending is paused:" in panel and "535" in panel  # the reason
     assert "✗ Configured, sending paused" in panel
+    assert 'class="smtp-good"' not in html[: html.index("Workers")]
+
+
+def test_a_server_out_of_reach_reads_amber_not_green(admin_client, configure_smtp, closed_port):
+    configure_smtp(SimpleNamespace(port=closed_port, mode="none"))
+    notifications.notify(recipients="a@example.com", subject="s", body="b")
+    services.deliver()  # refused: the shared back-off holds every worker, nothing is charged
+    html = admin_client.get(CHANGE_URL).content.decode()
+    assert "⚠ Configured, server out of reach" in panel_text(html)
+    assert f"127.0.0.1:{closed_port}; next try at" in panel_text(html)
     assert 'class="smtp-good"' not in html[: html.index("Workers")]
 
 
