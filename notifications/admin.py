@@ -23,7 +23,8 @@ from notifications.forms import SmtpSettingsForm, TestEmailForm
 from notifications.models import Notification, SettingsChange, SmtpSettings, Status, TestRun
 from notifications.providers import PROVIDERS
 from notifications.smtp import STEP_LABELS
-from notifications.views import FRAGMENT_TEMPLATE, SendTestEmailView
+from notifications.targets import Target
+from notifications.views import FRAGMENT_TEMPLATE, HealthPanelView, SendTestEmailView
 
 #: The fieldset whose fields some warnings are about; it opens itself when they apply.
 ADVANCED_SECURITY = _("Advanced security")
@@ -175,11 +176,17 @@ class SmtpSettingsAdmin(admin.ModelAdmin):
         return SmtpSettings.load()
 
     def get_urls(self):
-        """The "Send test email" view, ahead of the catch-all ``<object_id>/`` of the defaults."""
+        """The test views and the panel alone, ahead of the catch-all ``<object_id>/`` of the
+        defaults."""
         opts = self.opts
         test_view = SendTestEmailView.as_view(model_admin=self)
         connection_view = SendTestEmailView.as_view(model_admin=self, connect_only=True)
         return [
+            path(
+                "<path:object_id>/health/",
+                self.admin_site.admin_view(HealthPanelView.as_view(model_admin=self)),
+                name=f"{opts.app_label}_{opts.model_name}_health",
+            ),
             path(
                 "<path:object_id>/test-email/",
                 self.admin_site.admin_view(test_view),
@@ -252,11 +259,17 @@ class SettingsChangeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 class TestRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Every "Send test email", newest first; a run's page shows its stored report."""
 
-    list_display = ("created_at", "created_by", "recipient", "ok", "failed_step_label", "summary")
-    list_filter = ("ok", "created_at")
-    search_fields = ("recipient", "summary")
+    list_display = (
+        *("created_at", "created_by", "kind", "tested", "values", "recipient", "ok"),
+        *("failed_step_label", "summary"),
+    )
+    list_filter = ("ok", "kind", "saved", "created_at")
+    search_fields = ("recipient", "summary", "host", "username")
     date_hierarchy = "created_at"
-    fields = ("created_at", "created_by", "recipient", "ok", "settings_version", "stored_report")
+    fields = (
+        *("created_at", "created_by", "kind", "host", "port", "security", "auth_method"),
+        *("username", "saved", "settings_version", "recipient", "ok", "stored_report"),
+    )
     readonly_fields = fields
 
     class Media:
@@ -265,14 +278,23 @@ class TestRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest):
         return super().get_queryset(request).select_related("created_by")
 
+    @admin.display(description=_("server and sign-in"))
+    def tested(self, obj: TestRun) -> str:
+        return str(obj.target or "—")
+
+    @admin.display(description=_("values"), ordering="saved")
+    def values(self, obj: TestRun) -> str:
+        return obj.target.values if obj.target else "—"
+
     @admin.display(description=_("failed step"), ordering="failed_step")
     def failed_step_label(self, obj: TestRun) -> str:
         return str(STEP_LABELS.get(obj.failed_step, obj.failed_step)) or "—"
 
     @admin.display(description=_("report"))
     def stored_report(self, obj: TestRun) -> str:
+        target = Target.of_run(obj)
         if not obj.report.get("steps"):  # the run never finished (the process died mid-test)
-            return render_to_string(FRAGMENT_TEMPLATE, {"problem": obj.summary})
+            return render_to_string(FRAGMENT_TEMPLATE, {"problem": obj.summary, "target": target})
         # Step labels in the reader's language; hints stay in the language of the run.
         steps = [
             {**step, "label": STEP_LABELS.get(step.get("name"), step.get("label", ""))}
@@ -282,6 +304,7 @@ class TestRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             "report": {**obj.report, "steps": steps},
             "failed": next((step for step in steps if step["status"] == "failed"), None),
             "recipient": obj.recipient,
+            "target": target,
         }
         return render_to_string(FRAGMENT_TEMPLATE, context)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from django.core.exceptions import ValidationError
-from django.db.models import Case, Count, DateTimeField, F, Max, Min, Q, Sum, When
+from django.db.models import Case, Count, DateTimeField, F, Max, Min, Q, Subquery, Sum, When
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -23,6 +23,7 @@ from notifications.models import (
     WorkerHeartbeat,
 )
 from notifications.providers import provider_for_host
+from notifications.targets import server_name
 from notifications.validators import parse_from_address
 
 CHART_HOURS = 24
@@ -127,40 +128,129 @@ class HealthWarning:
 
 
 @dataclass(frozen=True)
+class SendingState:
+    """What the "Settings" fact says: green only when nothing holds sending back.
+
+    ``tone`` is "good", "warn" or "bad"; ``label`` the state, ``detail`` the server and, for
+    a state that ends by itself, when.
+    """
+
+    tone: str
+    label: str
+    detail: str
+
+
+@dataclass(frozen=True)
 class Health:
     now: datetime
     settings: SmtpSettings
+    #: The latest test of the saved settings (of their current version or an earlier one).
     last_test: TestRun | None
     outbox: Outbox
     chart: Chart
     workers: Workers
     warnings: list[HealthWarning] = field(default_factory=list)
     daily_quota: DailyQuota | None = None
+    #: A test of unsaved values newer than ``last_test``: shown as such, never as their state.
+    scratch_test: TestRun | None = None
+    state: SendingState | None = None
 
     @property
     def just_now(self) -> datetime:
         """Moments after this read "just now" rather than "0 minutes ago"."""
         return self.now - timedelta(minutes=1)
 
+    @property
+    def last_test_is_current(self) -> bool:
+        """The last test was of the settings as they are now, not of an earlier version."""
+        return (
+            self.last_test is not None and self.last_test.settings_version == self.settings.version
+        )
+
 
 def health(*, settings: SmtpSettings, now: datetime | None = None) -> Health:
     """Everything the panel shows, for the stored ``settings``."""
     now = now or timezone.now()
     workers = worker_summary()
+    backoff = connect_backoff()  # read once: the Settings state and a warning both need it
+    last_test, scratch_test = latest_tests()
     return Health(
         now=now,
         settings=settings,
-        last_test=TestRun.objects.select_related("created_by").first(),
+        last_test=last_test,
+        scratch_test=scratch_test,
+        state=sending_state(settings, backoff),
         outbox=outbox_summary(),
         chart=hourly_chart(now=now),
         workers=workers,
-        warnings=warnings(settings=settings, workers=workers, now=now),
+        warnings=warnings(settings=settings, workers=workers, now=now, backoff=backoff),
         daily_quota=(
             DailyQuota(quotas.used("day", now=now), settings.rate_per_day)
             if settings.rate_per_day
             else None
         ),
     )
+
+
+def latest_tests() -> tuple[TestRun | None, TestRun | None]:
+    """The latest test of the saved settings, and a test of unsaved values run after it (None
+    when there is none): one query."""
+
+    def latest(*, saved: bool) -> Subquery:
+        return Subquery(TestRun.objects.filter(saved=saved).values("pk")[:1])
+
+    runs = list(
+        TestRun.objects.filter(Q(pk=latest(saved=True)) | Q(pk=latest(saved=False)))
+        .select_related("created_by")
+        .order_by()
+    )
+    saved = next((run for run in runs if run.saved), None)
+    scratch = next((run for run in runs if not run.saved), None)
+    if scratch is not None and saved is not None and _order(scratch) < _order(saved):
+        scratch = None  # tested before the saved settings' last test: nothing to tell
+    return saved, scratch
+
+
+def _order(run: TestRun) -> tuple[datetime, int]:
+    """TestRun.Meta.ordering's key: a later run compares greater."""
+    return run.created_at, run.pk
+
+
+def connect_backoff() -> ConnectBackoff | None:
+    """The shared connection back-off while it holds sessions back, else None."""
+    return ConnectBackoff.objects.filter(failures__gt=0).first()
+
+
+def sending_state(settings: SmtpSettings, backoff: ConnectBackoff | None) -> SendingState:
+    """Configured and sending, or what stops or delays it: paused (until saved), the server out
+    of reach, the provider throttling (both end by themselves)."""
+    if not settings.is_configured:
+        return SendingState("bad", _("Not configured"), _("choose a provider preset below"))
+    server = server_name(settings.host, settings.port)
+    if settings.paused_reason:
+        # The reason is the alert atop the panel; here, that nothing goes out until a save.
+        detail = _("%(server)s; paused until the settings are saved") % {"server": server}
+        if settings.paused_at is not None:
+            detail = _("%(server)s; paused since %(time)s, until the settings are saved") % {
+                "server": server,
+                "time": _clock(settings.paused_at),
+            }
+        return SendingState("bad", _("Configured, sending paused"), detail)
+    if backoff is not None and backoff.throttled:
+        return SendingState(
+            "warn",
+            _("Configured, throttled by the provider"),
+            _("%(server)s; sending waits until %(time)s")
+            % {"server": server, "time": _clock(backoff.retry_at)},
+        )
+    if backoff is not None:
+        return SendingState(
+            "warn",
+            _("Configured, server out of reach"),
+            _("%(server)s; next try at %(time)s")
+            % {"server": server, "time": _clock(backoff.retry_at)},
+        )
+    return SendingState("good", _("Configured"), server)
 
 
 def outbox_summary() -> Outbox:
@@ -228,12 +318,20 @@ def worker_summary() -> Workers:
     )
 
 
-def warnings(*, settings: SmtpSettings, workers: Workers, now: datetime) -> list[HealthWarning]:
+#: ``warnings()`` reads the connection back-off itself unless given it (None: there is none).
+_READ = object()
+
+
+def warnings(
+    *, settings: SmtpSettings, workers: Workers, now: datetime, backoff: object = _READ
+) -> list[HealthWarning]:
     """What needs attention, most urgent first: no worker, then risks in the stored settings."""
+    if backoff is _READ:
+        backoff = connect_backoff()
     found = [
         _worker_warning(workers, now),
         _capacity_warning(settings, workers),
-        _connection_warning(settings),
+        _connection_warning(settings, backoff),
         _rate_warning(settings, now),
     ]
     if settings.skip_verify:
@@ -297,9 +395,10 @@ def _capacity_warning(settings: SmtpSettings, workers: Workers) -> HealthWarning
     )
 
 
-def _connection_warning(settings: SmtpSettings) -> HealthWarning | None:
+def _connection_warning(
+    settings: SmtpSettings, backoff: ConnectBackoff | None
+) -> HealthWarning | None:
     """Sessions that could not open charge no notification, so only this says why mail waits."""
-    backoff = ConnectBackoff.objects.filter(failures__gt=0).first()
     if backoff is None or settings.paused_reason:
         return None
     if backoff.throttled:

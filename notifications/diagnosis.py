@@ -15,8 +15,9 @@ from django.views.decorators.debug import sensitive_variables
 
 from notifications import conf
 from notifications.exceptions import NotificationsError
-from notifications.models import TestRun
+from notifications.models import TestKind, TestRun
 from notifications.smtp import DiagnosticReport, check_connection, diagnose
+from notifications.targets import Target
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -52,17 +53,21 @@ def run_test(
 
     ``password``: None uses the stored one (decrypted here, never shown), anything else is used
     as given. ``by`` is the administrator, whose runs are rate-limited (RateLimited); None, the
-    command line, is not. ``unsaved`` says the values differ from the stored version, so the run
-    records no settings version. The run is bounded by TEST_DEADLINE_SECONDS overall.
+    command line, is not. ``unsaved`` says the values differ from the stored version: the run
+    and its report say so (``target``), and the panel does not take it for the saved settings'
+    state. The run is bounded by TEST_DEADLINE_SECONDS overall.
     ``connect_only`` signs in and quits without a message ("Test connection"; ``to`` unused).
     """
     config = settings.to_smtp_config(password=password)
-    run = _start(by=by, to=to, settings_version=None if unsaved else settings.version)
+    target = Target.of(config, saved=not unsaved)
+    kind = TestKind.CONNECTION if connect_only else TestKind.EMAIL
+    run = _start(by=by, to=to, target=target, kind=kind)
     deadline = conf.get("TEST_DEADLINE_SECONDS")
     if connect_only:
         report = check_connection(config, deadline=deadline)
     else:
         report = diagnose(config, to=to, deadline=deadline)
+    report.target = target.as_dict()
     run.ok = report.ok
     run.failed_step = report.failed_step or ""
     run.summary = outcome(report)
@@ -86,7 +91,7 @@ def outcome(report: DiagnosticReport) -> str:
     }
 
 
-def _start(*, by: AbstractBaseUser | None, to: str, settings_version: int | None) -> TestRun:
+def _start(*, by: AbstractBaseUser | None, to: str, target: Target, kind: str) -> TestRun:
     """Check the rate limit and record the run as started, atomically.
 
     Recording before the (up to 30 s) diagnosis means runs still in flight count too, so an
@@ -102,7 +107,8 @@ def _start(*, by: AbstractBaseUser | None, to: str, settings_version: int | None
             recipient=to,
             ok=False,
             summary=_("Started; the test did not finish."),
-            settings_version=settings_version,
+            kind=kind,
+            **target.as_dict(),
         )
 
 

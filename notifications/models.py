@@ -23,6 +23,7 @@ from notifications.validators import (
 
 if TYPE_CHECKING:
     from notifications.smtp import OAuthCredentials, SmtpConfig
+    from notifications.targets import Target
 
 MAX_BATCH = 100
 #: Bounds of the quota fields: beyond these a value is a typo, not a provider's limit.
@@ -657,11 +658,21 @@ class RateHold(models.Model):
         return f"rate limited until {self.wake_at}" if self.wake_at else "not rate limited"
 
 
+class TestKind(models.TextChoices):
+    __test__ = False  # not a pytest test class, despite the name
+
+    EMAIL = "email", _("test email")
+    CONNECTION = "connection", _("connection test")
+
+
 class TestRun(models.Model):
-    """One "Send test email" (admin button or ``smtp_test``): who, when, and the outcome.
+    """One "Send test email" or "Test connection" (admin button or ``smtp_test``): who, when,
+    what was tested, and the outcome.
 
     Kept for the settings page's "last test result" and for rate-limiting the button per
-    administrator; the report never holds the password.
+    administrator. What was tested (server, security, sign-in method and mailbox) is recorded
+    beside whether those were the saved settings: only a test of the saved settings tells their
+    state. Neither the columns nor the report ever hold a password or another secret.
     """
 
     __test__ = False  # not a pytest test class, despite the name
@@ -680,7 +691,21 @@ class TestRun(models.Model):
     failed_step = models.CharField(_("failed step"), max_length=20, blank=True)
     summary = models.TextField(_("summary"), blank=True)
     report = models.JSONField(_("report"), default=dict)
-    settings_version = models.PositiveIntegerField(null=True, blank=True)
+    kind = models.CharField(
+        _("kind"), max_length=10, choices=TestKind.choices, default=TestKind.EMAIL
+    )
+    host = models.CharField(_("host"), max_length=253, blank=True)
+    port = models.PositiveIntegerField(_("port"), null=True, blank=True)
+    security = models.CharField(_("security"), max_length=10, choices=Security.choices, blank=True)
+    auth_method = models.CharField(
+        _("sign-in method"), max_length=20, choices=AuthMethod.choices, blank=True
+    )
+    #: The login, or with OAuth2 the mailbox: not a secret (the settings page shows it too).
+    username = models.CharField(_("username"), max_length=320, blank=True)
+    #: The values tested were the saved settings of ``settings_version``, nothing typed over them.
+    saved = models.BooleanField(_("saved settings"), default=False)
+    #: The stored settings' version when the test ran (for unsaved values: the one typed over).
+    settings_version = models.PositiveIntegerField(_("settings version"), null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -691,6 +716,13 @@ class TestRun(models.Model):
         return (
             f"{self.created_at:%Y-%m-%d %H:%M} → {self.recipient}: {'ok' if self.ok else 'failed'}"
         )
+
+    @property
+    def target(self) -> Target | None:
+        """What was tested; None for a run recorded before tests named it."""
+        from notifications.targets import Target
+
+        return Target.of_run(self)
 
 
 class CachedToken(models.Model):

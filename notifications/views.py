@@ -1,4 +1,5 @@
-"""The settings page's "Send test email" view: the form's values, saved or not, tested on POST."""
+"""The settings page's extra views: "Send test email" / "Test connection" (the form's values,
+saved or not, tested on POST) and the health panel alone, for the page to refresh after a test."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from django.utils.translation import gettext as _
 from django.views import View
 from django.views.decorators.debug import sensitive_post_parameters
 
-from notifications import diagnosis
+from notifications import dashboard, diagnosis
 from notifications.exceptions import NotificationsError
 from notifications.forms import SmtpSettingsForm, TestEmailForm
+from notifications.targets import Target
 
 if TYPE_CHECKING:
     from django.contrib.admin import ModelAdmin
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
     from notifications.models import SmtpSettings
 
 FRAGMENT_TEMPLATE = "admin/notifications/smtpsettings/test_result.html"
+HEALTH_TEMPLATE = "admin/notifications/smtpsettings/health.html"
 
 
 # The POST carries typed secrets: Django's error reports must not show them.
@@ -88,7 +91,12 @@ class SendTestEmailView(View):
             return {"problem": str(error)}, 200
         as_dict = report.as_dict()
         failed = next((step for step in as_dict["steps"] if step["status"] == "failed"), None)
-        context = {"report": as_dict, "failed": failed, "recipient": recipient}
+        context = {
+            "report": as_dict,
+            "failed": failed,
+            "recipient": recipient,
+            "target": Target.from_dict(as_dict["target"]),
+        }
         # Values that passed but are not saved: offer to save them from the result.
         context["offer_save"] = report.ok and form.has_changed()
         return context, 200
@@ -150,3 +158,22 @@ def _error_list(*forms: Any) -> list[tuple[str, list[str]]]:
             label = form.fields[name].label if name in form.fields else ""
             errors.append((str(label or ""), list(messages)))
     return errors
+
+
+class HealthPanelView(View):
+    """GET the settings page's health panel alone: the page's script puts it in place after a
+    test, so that "Last test" tells the new run without reloading the page (and the form)."""
+
+    model_admin: ModelAdmin | None = None
+    http_method_names = ["get"]
+
+    def get(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        admin = self.model_admin
+        obj = admin.get_object(request, object_id)
+        if obj is None:
+            raise Http404
+        if not admin.has_view_or_change_permission(request, obj):
+            raise PermissionDenied
+        return TemplateResponse(
+            request, HEALTH_TEMPLATE, {"health": dashboard.health(settings=obj)}
+        )

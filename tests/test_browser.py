@@ -141,12 +141,17 @@ def test_preset_password_and_test_email_as_an_administrator_does_them(
     screenshot(page, "test-failed.png", element=".test-email-area")
     assert SmtpSettings.load().get_password() == PASSWORD
 
-    # The panel now reports the last test, linking to its stored report.
+    # The panel now reports the last test, linking to its stored report: the saved settings
+    # delivered; the typed password is a test of unsaved values, told apart.
     page.reload()
     last_test = page.locator(".smtp-fact", has_text="Last test")
-    expect(last_test).to_contain_text("Failed at Login (AUTH)")
-    last_test.get_by_role("link", name="View the report").click()
+    expect(last_test.locator(".smtp-last-test")).to_contain_text("Delivered to the server")
+    scratch = last_test.locator(".smtp-scratch-test")
+    expect(scratch).to_contain_text("Tested unsaved values")
+    expect(scratch).to_contain_text("Failed at Login (AUTH)")
+    scratch.get_by_role("link", name="View the report").click()
     expect(page.locator("#test-email-result-heading")).to_contain_text("Failed at Login (AUTH)")
+    expect(page.locator(".test-email-target")).to_contain_text("unsaved values")
 
 
 def test_delivery_log_shows_sent_and_failed_rows_and_retry_now_resends(
@@ -508,3 +513,71 @@ def test_a_host_typed_by_hand_turns_the_preset_to_custom_and_the_title_stays_the
     page.get_by_role("button", name="Save and continue editing").click()
     expect(page.locator(".errornote").first).to_be_visible()
     expect(page.locator("#content h2").first).to_have_text(title)
+
+
+def test_an_in_page_test_refreshes_the_panel_and_unsaved_values_are_told_apart(
+    admin_page, configure_smtp, plain_smtp_server, closed_port
+):
+    stored = configure_smtp(plain_smtp_server)
+    page = admin_page
+    page.goto(SETTINGS_URL)
+    page.evaluate("window.notReloaded = true")  # gone if the page reloads
+    last_test = page.locator(".smtp-fact", has_text="Last test")
+    expect(last_test).to_contain_text("No test email yet")
+    server = f"127.0.0.1:{plain_smtp_server.port} None (plaintext), no login"
+
+    # The saved settings, tested: the result names them, and the panel takes it as their state.
+    send_test_email(page)
+    expect(result_heading(page)).to_contain_text("Delivered to the server")
+    expect(page.locator(".test-email-target")).to_have_text(
+        f"Tested {server} — saved settings (version {stored.version})."
+    )
+    expect(last_test.locator(".smtp-last-test .smtp-good")).to_contain_text(
+        "Delivered to the server"
+    )
+    expect(last_test).to_contain_text(f"Of the saved settings: {server}")
+
+    # A port typed and tested, not saved: told as unsaved values, the saved state unchanged.
+    page.fill("#id_port", str(closed_port))
+    send_test_email(page)
+    expect(result_heading(page)).to_contain_text("Failed at TCP connection")
+    expect(page.locator(".test-email-target")).to_contain_text("— unsaved values.")
+    scratch = last_test.locator(".smtp-scratch-test")
+    expect(scratch).to_contain_text(
+        f"Tested unsaved values: 127.0.0.1:{closed_port} None (plaintext), no login"
+    )
+    expect(scratch).to_contain_text("Failed at TCP connection")
+    expect(scratch.locator(".smtp-bad")).to_be_visible()
+    expect(last_test.locator(".smtp-last-test .smtp-good")).to_contain_text(
+        "Delivered to the server"
+    )
+    # No reload: the typed value is still in the form, the page's state still there.
+    expect(page.locator("#id_port")).to_have_value(str(closed_port))
+    assert page.evaluate("window.notReloaded") is True
+
+
+def test_paused_sending_is_not_shown_green(
+    admin_page, configure_smtp, smtp_server_factory, smtp_pki
+):
+    server = smtp_server_factory("starttls")
+    configure_smtp(server, pki=smtp_pki, username=USERNAME, password="wrong-password")
+    notifications.notify(recipients="member@example.com", subject="Welcome", body="Hello")
+    services.deliver()  # 535: a configuration failure pauses sending until a save
+    assert SmtpSettings.load().paused_reason
+
+    page = admin_page
+    page.goto(SETTINGS_URL)
+    panel = page.locator(".smtp-health")
+    expect(panel.locator(".smtp-paused")).to_contain_text("Sending is paused:")
+    expect(panel.locator(".smtp-paused")).to_contain_text("535")
+    state = panel.locator(".smtp-fact", has_text="Settings").locator("dd > span").first
+    expect(state).to_contain_text("Configured, sending paused")
+    expect(state).to_have_class("smtp-bad")
+    colour = state.evaluate("el => getComputedStyle(el).color")
+    green = page.evaluate(
+        """() => { const probe = document.createElement("span"); probe.className = "smtp-good";
+                   document.querySelector(".smtp-health").append(probe);
+                   return getComputedStyle(probe).color; }"""
+    )
+    assert colour != green
+    expect(panel.locator(".smtp-fact", has_text="Settings")).not_to_contain_text("✓")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 from django.contrib.auth.models import Permission
+from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
@@ -20,11 +22,13 @@ from notifications.models import (
     TestRun,
     WorkerHeartbeat,
 )
+from notifications.targets import Target
 from tests.smtpserver import PASSWORD, USERNAME
 
 pytestmark = pytest.mark.django_db
 
 CHANGE_URL = reverse("admin:notifications_smtpsettings_change", args=[1])
+HEALTH_URL = reverse("admin:notifications_smtpsettings_health", args=[1])
 TEST_URL = reverse("admin:notifications_smtpsettings_test_email", args=[1])
 NOW = datetime(2026, 3, 10, 12, 40, tzinfo=UTC)
 
@@ -132,11 +136,62 @@ def test_worker_summary_counts_live_workers_and_the_latest_heartbeat():
 
 def test_health_needs_only_a_few_queries(django_assert_max_num_queries):
     make_rows(2, status=Status.SENT, sent_at=timezone.now())
-    TestRun.objects.create(recipient="a@example.com", ok=True, summary="Delivered.")
-    record = SmtpSettings.load()
-    with django_assert_max_num_queries(7):  # + the connection back-off
+    record = stored_settings()
+    record_run(record, ok=True)
+    record_run(record, ok=False, saved=False)
+    ConnectBackoff.objects.create(failures=1, retry_at=NOW, reason="[connect] refused")
+    with django_assert_max_num_queries(7):  # the back-off read once, both tests in one query
         health = dashboard.health(settings=record)
-    assert health.chart.sent == 2 and health.last_test.ok
+    assert health.chart.sent == 2 and health.last_test.ok and not health.scratch_test.ok
+    assert health.state.tone == "warn" and "host" in [w.field for w in health.warnings]
+
+
+def record_run(record: SmtpSettings, *, ok: bool, saved: bool = True, **fields) -> TestRun:
+    """A run as diagnosis.run_test records it, of ``record`` (its values saved or not)."""
+    target = Target.of(record.to_smtp_config(password=""), saved=saved)
+    values = {"recipient": "a@example.com", "ok": ok, "summary": "Failed at Login (AUTH): x."}
+    return TestRun.objects.create(**target.as_dict(), **(values | fields))
+
+
+def test_the_last_test_is_the_saved_settings_and_a_later_scratch_test_is_kept_apart():
+    record = stored_settings()
+    earlier_scratch = record_run(record, ok=True, saved=False, created_at=NOW - timedelta(1))
+    saved = record_run(record, ok=True, created_at=NOW - timedelta(hours=1))
+    assert dashboard.latest_tests() == (saved, None)  # the scratch test came before: nothing new
+    scratch = record_run(record, ok=False, saved=False, created_at=NOW)
+    assert dashboard.latest_tests() == (saved, scratch)
+    earlier_scratch.delete()
+    saved.delete()
+    assert dashboard.latest_tests() == (None, scratch)
+
+
+def test_a_test_of_an_earlier_version_is_not_the_current_settings_state(configure_smtp):
+    record = stored_settings()
+    record_run(record, ok=True)
+    assert dashboard.health(settings=record).last_test_is_current
+    services.save_settings(SmtpSettings.load(), new_password=None, source="test")  # version + 1
+    health = dashboard.health(settings=SmtpSettings.load())
+    assert health.last_test.ok and not health.last_test_is_current
+
+
+def test_the_settings_state_is_green_only_when_nothing_holds_sending_back():
+    state = dashboard.sending_state
+    assert state(SmtpSettings.load(), None).tone == "bad"  # not configured
+    record = stored_settings()
+    assert state(record, None) == dashboard.SendingState(
+        "good", "Configured", "smtp.example.com:587"
+    )
+    unreachable = ConnectBackoff(failures=3, retry_at=NOW, reason="[connect] refused")
+    assert state(record, unreachable).tone == "warn"
+    assert state(record, unreachable).label == "Configured, server out of reach"
+    throttled = ConnectBackoff(failures=1, retry_at=NOW, reason="421 4.7.0", throttled=True)
+    assert state(record, throttled).label == "Configured, throttled by the provider"
+    assert "sending waits until" in state(record, throttled).detail
+    record.paused_reason, record.paused_at = "[auth] 535 bad login.", NOW
+    paused = state(record, throttled)  # paused wins: nothing goes out until a save
+    assert (paused.tone, paused.label) == ("bad", "Configured, sending paused")
+    assert "until the settings are saved" in paused.detail
+    assert state(stored_settings(host="::1"), None).detail == "[::1]:587"
 
 
 # --- warnings -------------------------------------------------------------------------------------
@@ -238,6 +293,12 @@ def test_from_domain_differing_from_the_login_domain_is_a_553_risk(username, fro
 # --- the page -------------------------------------------------------------------------------------
 
 
+def panel_text(html: str) -> str:
+    """The health panel's words, tags dropped and spaces collapsed."""
+    panel = html[html.index('class="smtp-health"') : html.index('id="provider-note"')]
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", panel))
+
+
 def test_panel_shows_real_numbers_from_the_outbox(admin_client, configure_smtp, plain_smtp_server):
     configure_smtp(plain_smtp_server)
     plain_smtp_server.queue_replies("RCPT", "250 ok", "250 ok", "550 5.1.1 no such user")
@@ -281,20 +342,99 @@ def test_a_failed_test_shows_in_the_panel_and_its_report_in_the_test_list(
     admin_client.post(TEST_URL, values, headers={"X-Requested-With": "XMLHttpRequest"})
     run = TestRun.objects.get()
 
-    panel = admin_client.get(CHANGE_URL).content.decode()
+    html = admin_client.get(CHANGE_URL).content.decode()
+    panel = panel_text(html)
     run_url = reverse("admin:notifications_testrun_change", args=[run.pk])
-    assert "Failed at Login (AUTH): Check the username and password." in panel
-    assert f'href="{run_url}"' in panel
-    assert reverse("admin:notifications_testrun_changelist") in panel
+    # A typed password is not the saved settings: told as a test of unsaved values, not as
+    # their state, which has not been tested.
+    tested = f"127.0.0.1:{server.port} STARTTLS, password as {USERNAME}"
+    assert (
+        f"Tested unsaved values: {tested} — Failed at Login (AUTH): Check the username and "
+        "password." in panel
+    )
+    assert "The saved settings have not been tested yet" in panel
+    assert f'href="{run_url}"' in html
 
-    listing = admin_client.get(reverse("admin:notifications_testrun_changelist"))
-    assert "admin@example.com" in listing.content.decode()
-    assert "Login (AUTH)" in listing.content.decode()
+    listing = admin_client.get(reverse("admin:notifications_testrun_changelist")).content.decode()
+    assert "admin@example.com" in listing
+    assert "Login (AUTH)" in listing
+    assert tested in listing and "unsaved values" in listing
     page = admin_client.get(run_url).content.decode()
     assert "Failed at Login (AUTH)" in page and "What to do:" in page
+    assert f"Tested {tested} — unsaved values." in page
     assert 'class="test-step test-step-failed"' in page
     assert 'name="_save"' not in page  # a record, not a form
     assert "wrong-password" not in page
+
+
+def test_a_test_of_the_saved_settings_is_their_state_and_a_newer_version_is_not(
+    admin_client, configure_smtp, plain_smtp_server
+):
+    stored = configure_smtp(plain_smtp_server)
+    values = {
+        **{"host": "127.0.0.1", "port": str(plain_smtp_server.port), "security": "none"},
+        **{"from_address": "Site <noreply@example.com>", "timeout": "30", "batch": "4"},
+        "test-to": "admin@example.com",
+    }
+    admin_client.post(TEST_URL, values, headers={"X-Requested-With": "XMLHttpRequest"})
+    assert TestRun.objects.get().saved
+    panel = panel_text(admin_client.get(CHANGE_URL).content.decode())
+    assert "✓ Delivered to the server" in panel
+    assert f"Of the saved settings: 127.0.0.1:{plain_smtp_server.port} None (plaintext)" in panel
+    assert "Tested unsaved values" not in panel
+
+    configure_smtp(plain_smtp_server, batch=2)  # a new version, not tested yet
+    panel = panel_text(admin_client.get(CHANGE_URL).content.decode())
+    assert "Not tested since the settings were changed" in panel
+    assert (
+        f"The last test was of version {stored.version} of the settings (now "
+        f"{stored.version + 1}), not of the current ones" in panel
+    )
+    assert "✓ Delivered" not in panel
+
+
+def test_paused_sending_is_not_green(admin_client, configure_smtp, smtp_server_factory, smtp_pki):
+    server = smtp_server_factory("starttls")
+    configure_smtp(server, pki=smtp_pki, username=USERNAME, password="wrong-password")
+    notifications.notify(recipients="a@example.com", subject="s", body="b")
+    services.deliver()  # 535: a configuration failure pauses sending
+    assert SmtpSettings.load().paused_reason
+
+    html = admin_client.get(CHANGE_URL).content.decode()
+    panel = panel_text(html)
+    assert "Sending is paused:" in panel and "535" in panel  # the reason
+    assert "✗ Configured, sending paused" in panel
+    assert 'class="smtp-good"' not in html[: html.index("Workers")]
+
+
+def test_a_server_out_of_reach_reads_amber_not_green(admin_client, configure_smtp, closed_port):
+    configure_smtp(SimpleNamespace(port=closed_port, mode="none"))
+    notifications.notify(recipients="a@example.com", subject="s", body="b")
+    services.deliver()  # refused: the shared back-off holds every worker, nothing is charged
+    html = admin_client.get(CHANGE_URL).content.decode()
+    assert "⚠ Configured, server out of reach" in panel_text(html)
+    assert f"127.0.0.1:{closed_port}; next try at" in panel_text(html)
+    assert 'class="smtp-good"' not in html[: html.index("Workers")]
+
+
+def test_the_panel_alone_is_served_for_the_page_to_refresh(admin_client, django_user_model):
+    record_run(stored_settings(), ok=True)
+    response = admin_client.get(HEALTH_URL)
+    html = response.content.decode()
+    assert response.status_code == 200 and html.lstrip().startswith("<section")
+    assert "Delivered to the server" in html and f'data-refresh-url="{HEALTH_URL}"' in html
+    assert "no-cache" in response["Cache-Control"]
+    client = Client()
+    assert client.get(HEALTH_URL).status_code == 302  # to the login page
+    user = django_user_model.objects.create_user("nobody", "n@example.com", is_staff=True)
+    client.force_login(user)
+    assert client.get(HEALTH_URL).status_code == 403
+    user.user_permissions.add(Permission.objects.get(codename="view_smtpsettings"))
+    assert client.get(HEALTH_URL).status_code == 200
+    assert (
+        admin_client.get(reverse("admin:notifications_smtpsettings_health", args=[2])).status_code
+        == 404
+    )
 
 
 def test_the_test_list_is_read_only(admin_client):
@@ -327,7 +467,7 @@ def test_links_to_lists_the_user_may_not_see_are_left_out(client, django_user_mo
     user = django_user_model.objects.create_user("viewer", "viewer@example.com", is_staff=True)
     user.user_permissions.add(Permission.objects.get(codename="view_smtpsettings"))
     client.force_login(user)
-    TestRun.objects.create(recipient="a@example.com", ok=True, summary="Delivered.")
+    record_run(stored_settings(), ok=True)
     html = client.get(CHANGE_URL).content.decode()
     assert "Delivered to the server" in html
     assert reverse("admin:notifications_testrun_changelist") not in html

@@ -10,7 +10,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.test import override_settings
 
-from notifications.models import TestRun
+from notifications.models import SmtpSettings, TestKind, TestRun
 from tests.smtpserver import PASSWORD, USERNAME
 
 pytestmark = pytest.mark.django_db
@@ -40,10 +40,15 @@ def login_server(smtp_server_factory, smtp_pki, configure_smtp):
 
 
 def test_success_prints_each_step_and_exits_0(plain_smtp_server, configure_smtp):
-    configure_smtp(plain_smtp_server)
+    stored = configure_smtp(plain_smtp_server)
     out, _err = run("--to", TO)
     lines = out.splitlines()
-    assert lines[0].startswith("✓ DNS lookup")
+    # First what was tested: the stored settings, never anything else.
+    assert lines[0] == (
+        f"Tested 127.0.0.1:{plain_smtp_server.port} None (plaintext), no login — saved settings "
+        f"(version {stored.version})."
+    )
+    assert lines[1].startswith("✓ DNS lookup")
     assert any(line.startswith("✓ Message (DATA)") and " ms " in line for line in lines)
     assert any(line.startswith("– TLS") and "not encrypted" in line for line in lines)
     assert any(line.startswith("– Login (AUTH)") for line in lines)
@@ -78,7 +83,30 @@ def test_json_is_the_report_for_scripts(login_server):
     assert [step["name"] for step in report["steps"]][:3] == ["dns", "connect", "greeting"]
     assert all(step["status"] == "ok" for step in report["steps"])
     assert report["steps"][4]["detail"]["version"].startswith("TLSv1.")
+    # What was tested, added beside the keys scripts already read.
+    assert report["target"] == {
+        "host": "127.0.0.1",
+        "port": login_server.port,
+        "security": "starttls",
+        "auth_method": "password",
+        "username": USERNAME,
+        "saved": True,
+        "settings_version": SmtpSettings.load().version,
+    }
     assert any(line.startswith("C: AUTH PLAIN ********") for line in report["transcript"])
+
+
+def test_readable_output_names_the_sign_in_and_a_connection_test_is_recorded_as_one(
+    login_server,
+):
+    out, _err = run("--connect-only")
+    assert out.splitlines()[0] == (
+        f"Tested 127.0.0.1:{login_server.port} STARTTLS, password as {USERNAME} — saved "
+        f"settings (version {SmtpSettings.load().version})."
+    )
+    run_ = TestRun.objects.get()
+    assert (run_.kind, run_.saved, run_.username) == (TestKind.CONNECTION, True, USERNAME)
+    assert json.loads(run("--connect-only", "--json")[0])["target"]["saved"] is True
 
 
 def test_json_failure_still_prints_the_report_and_exits_non_zero(
@@ -109,7 +137,8 @@ def test_records_a_test_run_without_a_user(plain_smtp_server, configure_smtp):
     run("--to", TO)
     run_ = TestRun.objects.get()
     assert (run_.created_by, run_.recipient, run_.ok) == (None, TO, True)
-    assert run_.settings_version == stored.version
+    assert (run_.saved, run_.settings_version) == (True, stored.version)
+    assert (run_.kind, run_.host, run_.port) == (TestKind.EMAIL, "127.0.0.1", stored.port)
 
 
 @override_settings(NOTIFICATIONS={"TEST_EMAILS_PER_MINUTE": 1})

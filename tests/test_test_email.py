@@ -11,7 +11,7 @@ from django.contrib.auth.models import Permission
 from django.test import Client, override_settings
 from django.urls import reverse
 
-from notifications.models import SmtpSettings, TestRun
+from notifications.models import SmtpSettings, TestKind, TestRun
 from tests.smtpserver import PASSWORD, USERNAME
 
 pytestmark = pytest.mark.django_db
@@ -190,11 +190,26 @@ def test_recorded_run_says_who_tested_what_and_the_outcome(
     assert delivered.created_by == admin_user
     assert (delivered.recipient, delivered.ok, delivered.failed_step) == (TO, True, "")
     assert delivered.summary == "Delivered to the server."
-    assert delivered.settings_version == stored.version  # the stored values, as they are
+    assert (delivered.saved, delivered.settings_version) == (True, stored.version)  # as stored
     assert delivered.report["steps"][-1]["name"] == "quit"
     assert (failed.ok, failed.failed_step) == (False, "connect")
     assert failed.summary.startswith("Failed at TCP connection: ")
-    assert failed.settings_version is None  # unsaved values: no stored version was tested
+    # Unsaved values: recorded as such, with the version they were typed over.
+    assert (failed.saved, failed.settings_version) == (False, stored.version)
+    # What each tested, in the columns and in the stored report.
+    tested = ("127.0.0.1", "none", "password", "", TestKind.EMAIL)
+    assert (delivered.host, delivered.security, delivered.auth_method) == tested[:3]
+    assert (delivered.username, delivered.kind) == tested[3:]
+    assert (delivered.port, failed.port) == (plain_smtp_server.port, closed_port)
+    assert failed.report["target"] == {
+        "host": "127.0.0.1",
+        "port": closed_port,
+        "security": "none",
+        "auth_method": "password",
+        "username": "",
+        "saved": False,
+        "settings_version": stored.version,
+    }
 
 
 # --- guards -------------------------------------------------------------------------------------

@@ -53,6 +53,8 @@ class DiagnosticReport:
     steps: list[DiagnosticStep]
     transcript: list[str]
     duration_ms: int = 0
+    #: What was tested (server, security, sign-in, saved or not), set by whoever ran it.
+    target: dict[str, Any] = field(default_factory=dict)
 
     @property
     def failed_step(self) -> str | None:
@@ -101,6 +103,7 @@ class DiagnosticReport:
             "capabilities": self.capabilities,
             "steps": [step.as_dict() for step in self.steps],
             "transcript": list(self.transcript),
+            "target": dict(self.target),
         }
 
 

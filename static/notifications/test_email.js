@@ -1,6 +1,6 @@
 // Send test email / Test connection without leaving the page: POST the form's values, show the
-// report in place. Without this script a button posts the form itself and the page comes back
-// with the report.
+// report in place, then refresh the health panel (its "Last test") from the server. Without this
+// script a button posts the form itself and the page comes back with the report and the panel.
 "use strict";
 document.addEventListener("DOMContentLoaded", () => {
   const buttons = ["test-email-button", "test-connection-button"]
@@ -63,10 +63,29 @@ document.addEventListener("DOMContentLoaded", () => {
     countdown = setInterval(tick, 1000);
   }
 
+  // The panel as the server renders it now; on any failure the old one stays (a reload shows it).
+  async function refreshPanel() {
+    const panel = document.querySelector(".smtp-health[data-refresh-url]");
+    if (!panel) return;
+    try {
+      const response = await fetch(panel.dataset.refreshUrl, {
+        headers: { "X-Requested-With": "XMLHttpRequest" },
+        credentials: "same-origin",
+      });
+      if (!response.ok || response.redirected) return;
+      const html = new DOMParser().parseFromString(await response.text(), "text/html");
+      const fresh = html.querySelector(".smtp-health");
+      if (fresh) panel.replaceWith(fresh);
+    } catch {
+      // Not worth a message: the test's own result is on the page.
+    }
+  }
+
   async function runTest(button) {
     setBusy(true);
     let message = "";
     let retryAfter = 0;
+    let tested = false;
     try {
       const response = await fetch(button.formAction, {
         method: "POST",
@@ -82,6 +101,7 @@ document.addEventListener("DOMContentLoaded", () => {
         result.innerHTML = await response.text(); // server-rendered and escaped by Django
         enableCopy();
         if (response.status === 429) retryAfter = Number(response.headers.get("Retry-After"));
+        tested = response.status === 200; // a run was recorded (or could not start)
       }
     } catch {
       message = text.failed;
@@ -96,6 +116,7 @@ document.addEventListener("DOMContentLoaded", () => {
       heading.focus({ preventScroll: true });
     }
     if (retryAfter > 0) waitFor(retryAfter);
+    if (tested) await refreshPanel();
   }
 
   form.addEventListener("submit", (event) => {

@@ -14,6 +14,7 @@ from notifications.exceptions import NotificationsError
 from notifications.models import SmtpSettings
 from notifications.redaction import printable
 from notifications.smtp import DiagnosticReport, DiagnosticStep
+from notifications.targets import Target
 from notifications.validators import validate_recipient
 
 ICONS = {"ok": "✓", "failed": "✗"}  # anything else (skipped, not run) is "–"
@@ -37,7 +38,10 @@ class Command(BaseCommand):
         parser.add_argument(
             "--json",
             action="store_true",
-            help="Print the report as JSON (ok, failed_step, hint, steps, transcript).",
+            help=(
+                "Print the report as JSON (ok, failed_step, hint, steps, transcript, and target: "
+                "what was tested)."
+            ),
         )
 
     def handle(self, *args, **options) -> None:
@@ -77,6 +81,13 @@ class Command(BaseCommand):
             )
 
     def _print(self, report: DiagnosticReport) -> None:
+        target = Target.from_dict(report.target)
+        if target is not None:  # the server's name and the login are the admin's, still escaped
+            tested = _("Tested %(tested)s — %(values)s.") % {
+                "tested": target,
+                "values": target.values,
+            }
+            self.stdout.write(printable(tested))
         width = max(len(str(step.label)) for step in report.steps)
         for step in report.steps:
             self.stdout.write(self._line(step, width))
