@@ -16,9 +16,9 @@ from typing import Any
 
 import httpx
 import jwt
-from django.utils.translation import gettext as _
 
 from notifications.exceptions import SmtpConfigurationError, SmtpError, SmtpTemporaryError
+from notifications.phrases import phrase as _
 from notifications.smtp.config import OAuthCredentials
 from notifications.smtp.tls import verifying_context
 
@@ -185,8 +185,9 @@ def _connection_error(exc: httpx.HTTPError, where: dict[str, str]) -> SmtpError:
             step="token",
             hint=_(
                 "A proxy or a private endpoint uses a certificate this machine does not trust: "
-                "paste the CA certificate (PEM) that signed it into the extra trusted CA field, "
-                "which verifies the token endpoint as well as the SMTP server."
+                "paste the CA certificate (PEM) that signed it into Extra trusted CA (PEM) under "
+                "Advanced security (on the command line: smtp_settings --ca-file), which verifies "
+                "the token endpoint as well as the SMTP server."
             ),
         )
     if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
@@ -240,10 +241,15 @@ def _refusal(credentials: OAuthCredentials, status: int, payload: dict[str, Any]
     }
     if status >= 500 or status == 429:
         hint = _("The token endpoint is having trouble; sending is retried automatically.")
-        return SmtpTemporaryError(message.strip(), step="token", code=status, hint=hint)
+        return SmtpTemporaryError(_stripped(message), step="token", code=status, hint=hint)
     aadsts = _AADSTS.search(description)
     hint = _hint(credentials.method, code, aadsts.group(1) if aadsts else "")
-    return SmtpConfigurationError(message.strip(), step="token", code=status, hint=hint)
+    return SmtpConfigurationError(_stripped(message), step="token", code=status, hint=hint)
+
+
+def _stripped(message: str) -> str:
+    """Without the spaces an empty error or description leaves (the phrase kept when none)."""
+    return message if message == message.strip() else message.strip()
 
 
 def _hint(method: str, error: str, aadsts: str) -> str:

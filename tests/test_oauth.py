@@ -156,7 +156,7 @@ def test_an_untrusted_token_endpoint_certificate_points_at_the_extra_ca(
     record.ca_pem = ""
     report = diagnose(record.to_smtp_config(), to="someone@example.com")
     assert report.failed_step == "token"
-    assert "extra trusted CA" in report.hint
+    assert "Extra trusted CA (PEM)" in report.hint
     assert token_server.requests == 0  # refused at the handshake: nothing was posted
 
 
