@@ -172,7 +172,7 @@ def outbox_summary() -> Outbox:
     last_error = (
         Notification.objects.filter(status__in=[Status.QUEUED, Status.FAILED])
         .exclude(last_error="")
-        .only("pk", "status", "last_error", "created_at")
+        .only("pk", "status", "last_error", "last_error_detail", "created_at")
         .first()
     )
     return Outbox(**totals, last_error=last_error)
