@@ -13,7 +13,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
-from notifications import quotas, services
+from notifications import phrases, quotas, services
 from notifications.models import (
     ConnectBackoff,
     Notification,
@@ -302,13 +302,14 @@ def _connection_warning(settings: SmtpSettings) -> HealthWarning | None:
     backoff = ConnectBackoff.objects.filter(failures__gt=0).first()
     if backoff is None or settings.paused_reason:
         return None
+    reason = phrases.shown(backoff.reason, backoff.reason_detail)  # in the reader's language
     if backoff.throttled:
         return HealthWarning(
             _(
                 "Throttled by the provider until %(time)s: “%(reply)s”. Every worker waits, and "
                 "no notification is charged for it; if it keeps happening, lower the limits."
             )
-            % {"time": _clock(backoff.retry_at), "reply": backoff.reason},
+            % {"time": _clock(backoff.retry_at), "reply": reason},
             "rate_per_minute",
         )
     return HealthWarning(
@@ -319,7 +320,7 @@ def _connection_warning(settings: SmtpSettings) -> HealthWarning | None:
             "tries again by itself: %(reason)s",
             backoff.failures,
         )
-        % {"count": backoff.failures, "reason": backoff.reason},
+        % {"count": backoff.failures, "reason": reason},
         "host",
     )
 

@@ -635,6 +635,7 @@ class ConnectBackoff(models.Model):
     failures = models.PositiveIntegerField(default=0)
     retry_at = models.DateTimeField(null=True, blank=True)
     reason = models.TextField(blank=True)  # the last failure, sanitised like last_error
+    reason_detail = models.JSONField(null=True, blank=True)  # its phrases (notifications.phrases)
     failed_at = models.DateTimeField(null=True, blank=True)
     # The last failure was the provider limiting this sender (a throttling or quota reply), not
     # a server out of reach.

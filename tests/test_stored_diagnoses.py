@@ -136,6 +136,24 @@ def test_the_pause_reason_reads_in_each_admins_language_and_holds_no_secret(
     assert SmtpSettings.load().paused_detail is None
 
 
+def test_an_unreachable_server_is_explained_in_each_admins_language(
+    admin_client, closed_port, configure_smtp, plain_smtp_server
+) -> None:
+    configure_smtp(plain_smtp_server, port=closed_port)
+    notifications.notify(recipients="a@example.com", subject="s", body="b")
+    with translation.override("zh-hans"):
+        services.deliver()
+    refused = "TCP connection: %(host)s refused the connection on port %(port)s."
+    where = {"host": "127.0.0.1", "port": closed_port}
+
+    in_english = page(admin_client, SETTINGS_URL, "en")
+    in_chinese = page(admin_client, SETTINGS_URL, "zh-hans")
+
+    assert refused % where in in_english
+    assert chinese(refused, **where) in in_chinese
+    assert refused % where not in in_chinese
+
+
 def test_rows_without_phrases_and_rows_rewritten_as_text_show_their_text(admin_client) -> None:
     [old] = notifications.notify(recipients="a@example.com", subject="s", body="b")
     Notification.objects.filter(pk=old.pk).update(
