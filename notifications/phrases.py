@@ -41,8 +41,8 @@ class Phrase(str):
     def __mod__(self, params: Mapping[str, Any]) -> Phrase:  # type: ignore[override]
         return Phrase(self.msgid, {**self.params, **params})
 
-    def __getnewargs__(self) -> tuple[Any, ...]:  # type: ignore[override]  (copy, pickle)
-        return (self.msgid, self.params)
+    def __reduce__(self) -> tuple[Any, ...]:  # a copy keeps its text, whatever the language now
+        return (_rebuilt, (Phrase, str(self), {"msgid": self.msgid, "params": self.params}))
 
 
 class Sentences(str):
@@ -56,8 +56,8 @@ class Sentences(str):
         self.parts = parts
         return self
 
-    def __getnewargs__(self) -> tuple[Any, ...]:  # type: ignore[override]
-        return (self.parts,)
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuilt, (Sentences, str(self), {"parts": self.parts}))
 
 
 def phrase(msgid: str) -> Phrase:
@@ -156,6 +156,12 @@ def shown(text: str, detail: Any) -> str:
     if detail and english(detail) == text:
         return render(detail)
     return text
+
+
+def _rebuilt(cls: type, text: str, attributes: dict[str, Any]) -> str:
+    rebuilt = str.__new__(cls, text)
+    rebuilt.__dict__.update(attributes)
+    return rebuilt
 
 
 def _translate(msgid: str, params: Mapping[str, Any]) -> str:
