@@ -4,7 +4,10 @@ with certificates of chosen names, and the greeting hints by port and by what th
 from __future__ import annotations
 
 import datetime as dt
+import socket
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -200,3 +203,36 @@ def test_a_silent_port_is_probed_once_and_blames_the_path(silent_port: int) -> N
     assert "tarpit" in report.hint
     assert "SSL/TLS" not in report.hint
     assert time.monotonic() - started < SLOW_MACHINE_BOUND
+
+
+@pytest.fixture
+def ssh_port() -> Iterator[tuple[int, list[socket.socket]]]:
+    """A port where an SSH server speaks first; the connections it accepted."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _address = listener.accept()
+            except OSError:
+                return
+            accepted.append(connection)
+            connection.sendall(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield listener.getsockname()[1], accepted
+    listener.close()
+    for connection in accepted:
+        connection.close()
+
+
+def test_a_service_speaking_first_is_not_probed_for_tls(ssh_port) -> None:
+    port, accepted = ssh_port
+
+    report = diagnose(config(host="127.0.0.1", port=port, timeout=2.0), to=TO)
+
+    assert report.failed_step == "greeting"
+    assert report.hint.startswith("Another kind of service")
+    assert "SSL/TLS" not in report.hint
+    assert len(accepted) == 1

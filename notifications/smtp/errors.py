@@ -192,6 +192,15 @@ def is_timeout(exc: BaseException) -> bool:
     )
 
 
+def not_smtp_hint() -> str:
+    """Something spoke first, and not SMTP: another service (not implicit TLS either, whose
+    server waits for the client to speak)."""
+    return _(
+        "Another kind of service (SSH, FTP, a web or message server…) answers on that port: "
+        "check the host and the port."
+    )
+
+
 def greeting_hint(context: Context) -> str:
     """No greeting: implicit TLS only where the port says so (465) or the server was found to
     answer a TLS handshake; otherwise what holds a connection silent."""
@@ -265,10 +274,7 @@ def classify(context: Context, step: str, exc: BaseException) -> SmtpError:
         return SmtpConfigurationError(
             _("%(step)s: %(host)s port %(port)s does not speak SMTP.") % {"step": label, **where},
             step=step,
-            hint=_(
-                "Another kind of service (SSH, FTP, a web or message server…) answers on that "
-                "port: check the host and the port."
-            ),
+            hint=not_smtp_hint(),
         )
     if isinstance(exc, smtplib.SMTPResponseException):
         text = context.text(exc.smtp_error)

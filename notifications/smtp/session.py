@@ -25,7 +25,7 @@ from ..phrases import phrase as _
 from . import auth
 from .client import _Client, b64, redactor, secret_forms
 from .config import SmtpConfig
-from .errors import Context, OutOfTime, auth_status, classify, greeting_hint, reply_error
+from .errors import Context, OutOfTime, auth_status, classify, not_smtp_hint, reply_error
 from .message import parse_address
 from .report import DiagnosticReport, DiagnosticStep, Recorder, step_order
 from .tls import make_tls_context, speaks_tls, tls_facts, unverified_certificate
@@ -225,7 +225,7 @@ class SmtpSession:
                     _("The server answered with something that is not an SMTP greeting."),
                     step="greeting",
                     reply=self._text(reply),
-                    hint=greeting_hint(self._context()),
+                    hint=not_smtp_hint(),  # it spoke first, so not TLS: no probe
                 )
             self._expect(step, (code, reply), 220)
 
