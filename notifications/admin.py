@@ -378,7 +378,7 @@ class NotificationAdmin(admin.ModelAdmin):
     @admin.display(description=_("last error"))
     def last_error_shown(self, obj: Notification) -> str:
         """``last_error`` in the reader's language."""
-        return obj.error_text or "-"
+        return obj.error_text or self.get_empty_value_display()
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -470,7 +470,7 @@ class Described(str):
 def describe(error: SmtpError, config=None) -> Described:
     """The error as the delivery log and the settings page show it: step, reply, hint; no secret."""
     code = str(error.code) if error.code else ""
-    parts = join(f"[{error.step}]", code, getattr(error, "message", str(error)), error.hint)
+    parts = join(f"[{error.step}]", code, error.message, error.hint)
     detail = to_json(parts)
     password = getattr(config, "password", "")
     if password:
