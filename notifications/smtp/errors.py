@@ -28,11 +28,10 @@ from ..providers import provider_for_host
 from .client import MalformedChallenge, decode, redact
 from .config import SmtpConfig
 from .report import STEP_LABELS
-from .tls import certificate_names, is_ip_address, names_match
+from .tls import NAME_MISMATCH_CODES, certificate_names, is_ip_address, names_match
 
 _NOT_TLS_REASONS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG")
 _EXPIRED_CODES = {9, 10}  # X509_V_ERR_*: not yet valid, expired
-_NAME_MISMATCH_CODES = {62, 64}  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
 
 
 @dataclass(frozen=True)
@@ -114,11 +113,11 @@ def cert_hint(exc: ssl.SSLCertVerificationError, context: Context) -> str:
         return join(fix, insecure)
     certificate = context.peer_certificate()
     names = certificate_names(certificate) if certificate is not None else []
-    mismatch = code in _NAME_MISMATCH_CODES or (names and not names_match(names, config.host))
+    mismatch = code in NAME_MISMATCH_CODES or (names and not names_match(names, config.host))
     hints = []
     if mismatch:
         hints.append(name_mismatch_hint(config.host, names))
-    if code not in _NAME_MISMATCH_CODES:
+    if code not in NAME_MISMATCH_CODES:
         hints.append(
             _(
                 "The certificate is self-signed or signed by an authority this machine does not "

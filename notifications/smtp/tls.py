@@ -14,6 +14,9 @@ from ..exceptions import SmtpConfigurationError
 from ..phrases import phrase as _
 from .config import SmtpConfig
 
+#: X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH: issued for other names.
+NAME_MISMATCH_CODES = frozenset({62, 64})
+
 
 def verifying_context(ca_pem: str, *, step: str) -> ssl.SSLContext:
     """A verifying client context (chain, host name, TLS >= 1.2) plus the extra CA if any.
