@@ -143,6 +143,23 @@ def test_the_pause_reason_reads_in_each_admins_language_and_holds_no_secret(
     assert SmtpSettings.load().paused_detail is None
 
 
+def test_a_worker_refused_a_certificate_names_it_in_the_pause_reason(
+    admin_client, smtp_server_factory, smtp_pki, configure_smtp
+) -> None:
+    server = smtp_server_factory("starttls", cert="wrong_host")
+    configure_smtp(server, pki=smtp_pki)
+    notifications.notify(recipients="a@example.com", subject="s", body="b")
+    with translation.override("zh-hans"):
+        services.deliver()
+    english_hint = CERT_HINT % {"names": "wrong.example", "host": "127.0.0.1"}
+
+    assert english_hint in SmtpSettings.load().paused_reason
+    assert english_hint in page(admin_client, SETTINGS_URL, "en")
+    assert chinese(CERT_HINT, names="wrong.example", host="127.0.0.1") in page(
+        admin_client, SETTINGS_URL, "zh-hans"
+    )
+
+
 def test_an_unreachable_server_is_explained_in_each_admins_language(
     admin_client, closed_port, configure_smtp, plain_smtp_server
 ) -> None:
