@@ -38,9 +38,9 @@ def _english_after_each_test():
 
 def chinese(msgid: str, **params) -> str:
     with translation.override("zh-hans"):
-        text = gettext(msgid) % params if params else gettext(msgid)
-    assert text != msgid % params if params else text != msgid, f"not translated: {msgid}"
-    return text
+        translated = gettext(msgid)
+    assert translated != msgid, f"not translated: {msgid}"
+    return translated % params if params else translated
 
 
 def page(client, url: str, language: str) -> str:
