@@ -412,8 +412,8 @@ class SmtpSession:
 
     def _peer_certificate(self) -> x509.Certificate | None:
         """After the certificate was refused: the one the server presents, read unverified over
-        a second connection to the same address (STARTTLS replayed), within the step's timeout
-        and the overall deadline. See ``tls.unverified_certificate``."""
+        a second connection to the same address (STARTTLS replayed), the whole of it within one
+        step's timeout and the overall deadline. See ``tls.unverified_certificate``."""
         if self._connected_to is None:
             return None
         family, sockaddr = self._connected_to
@@ -421,13 +421,19 @@ class SmtpSession:
             timeout = self._next_timeout()
         except OutOfTime:
             return None
+        end = time.monotonic() + timeout
+
+        def time_left() -> float:
+            left = end - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no time left to read the certificate")
+            return left
+
         probe = _Client(timeout=timeout, transcript=None, secrets=())
-        probe.deadline = time.monotonic() + timeout
-        if self._deadline is not None:
-            probe.deadline = min(probe.deadline, self._deadline)
+        probe.deadline = end  # bounds every reply read
         try:
             probe.sock = socket.socket(family, socket.SOCK_STREAM)
-            probe.sock.settimeout(timeout)
+            probe.sock.settimeout(time_left())
             probe.sock.connect(sockaddr)
             if self.config.security == "starttls":
                 probe._host = self.config.host
@@ -435,7 +441,9 @@ class SmtpSession:
                     return None
                 if probe.docmd("STARTTLS")[0] != 220:
                     return None
+            left = time_left()
             sock, probe.sock = probe.sock, None
+            sock.settimeout(left)  # the handshake's bound
             return unverified_certificate(sock, self.config.host)
         except (OSError, smtplib.SMTPException):
             return None
