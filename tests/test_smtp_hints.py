@@ -236,3 +236,53 @@ def test_a_service_speaking_first_is_not_probed_for_tls(ssh_port) -> None:
     assert report.hint.startswith("Another kind of service")
     assert "SSL/TLS" not in report.hint
     assert len(accepted) == 1
+
+
+@pytest.fixture
+def stalls_the_second_handshake(smtp_pki: Pki) -> Iterator[int]:
+    """Implicit TLS with the wrong_host certificate on the first connection; every later one is
+    accepted and then left silent, as a server might treat a second, unverified handshake."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    context = smtp_pki.server_context("wrong_host")
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _address = listener.accept()
+            except OSError:
+                return
+            held.append(connection)
+            if len(held) == 1:
+                try:
+                    context.wrap_socket(connection, server_side=True)
+                except OSError:
+                    pass  # the client refuses the certificate mid-handshake
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield listener.getsockname()[1]
+    listener.close()
+    for connection in held:
+        connection.close()
+
+
+def test_reading_the_refused_certificate_is_bounded_by_the_steps_timeout(
+    stalls_the_second_handshake: int, smtp_pki: Pki
+) -> None:
+    started = time.monotonic()
+
+    report = check_connection(
+        config(
+            host="127.0.0.1",
+            port=stalls_the_second_handshake,
+            security="ssl",
+            ca_pem=smtp_pki.ca_pem,
+            timeout=1.0,
+        )
+    )
+
+    elapsed = time.monotonic() - started
+    assert report.failed_step == "tls"
+    # Without the names, the hint still says what the verify code says.
+    assert report.hint.startswith("The certificate is not issued for 127.0.0.1")
+    assert elapsed < 1.0 + 1.5  # the first handshake, then at most one timeout for the second
