@@ -18,7 +18,7 @@ from django.utils.translation import ngettext
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
-from notifications import audit, conf, dashboard, diagnosis, services
+from notifications import audit, conf, dashboard, diagnosis, phrases, services
 from notifications.forms import SmtpSettingsForm, TestEmailForm
 from notifications.models import Notification, SettingsChange, SmtpSettings, Status, TestRun
 from notifications.providers import PROVIDERS
@@ -261,7 +261,7 @@ class TestRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     list_display = (
         *("created_at", "created_by", "kind", "tested", "values", "recipient", "ok"),
-        *("failed_step_label", "summary"),
+        *("failed_step_label", "summary_shown"),
     )
     list_filter = ("ok", "kind", "saved", "created_at")
     search_fields = ("recipient", "summary", "host", "username")
@@ -290,18 +290,26 @@ class TestRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def failed_step_label(self, obj: TestRun) -> str:
         return str(STEP_LABELS.get(obj.failed_step, obj.failed_step)) or "—"
 
+    @admin.display(description=_("summary"), ordering="summary")
+    def summary_shown(self, obj: TestRun) -> str:
+        return obj.summary_text
+
     @admin.display(description=_("report"))
     def stored_report(self, obj: TestRun) -> str:
         target = Target.of_run(obj)
         if not obj.report.get("steps"):  # the run never finished (the process died mid-test)
-            return render_to_string(FRAGMENT_TEMPLATE, {"problem": obj.summary, "target": target})
-        # Step labels in the reader's language; hints stay in the language of the run.
+            return render_to_string(
+                FRAGMENT_TEMPLATE, {"problem": obj.summary_text, "target": target}
+            )
+        # In the reader's language: the stored phrases (runs recorded before them hold text, and
+        # only their step labels can be translated again).
+        report = phrases.localise(obj.report)
         steps = [
             {**step, "label": STEP_LABELS.get(step.get("name"), step.get("label", ""))}
-            for step in obj.report["steps"]
+            for step in report["steps"]
         ]
         context = {
-            "report": {**obj.report, "steps": steps},
+            "report": {**report, "steps": steps},
             "failed": next((step for step in steps if step["status"] == "failed"), None),
             "recipient": obj.recipient,
             "target": target,
@@ -330,7 +338,7 @@ class NotificationAdmin(admin.ModelAdmin):
                 "fields": (
                     "attempts",
                     "next_attempt_at",
-                    "last_error",
+                    "last_error_shown",
                     "sent_at",
                     "message_id",
                     "settings_version",
@@ -345,7 +353,10 @@ class NotificationAdmin(admin.ModelAdmin):
         css = {"all": ("notifications/delivery_log.css",)}
 
     def get_readonly_fields(self, request, obj=None):
-        return [field.name for field in Notification._meta.fields] + ["status_label"]
+        return [field.name for field in Notification._meta.fields] + [
+            "status_label",
+            "last_error_shown",
+        ]
 
     def changelist_view(self, request: HttpRequest, extra_context=None):
         """Titled "Delivery log": the list is for reading, not "Select notification to change"."""
@@ -380,12 +391,16 @@ class NotificationAdmin(admin.ModelAdmin):
     @admin.display(description=_("last error"))
     def error(self, obj: Notification):
         """The start of the error, two lines at most (the stylesheet); all of it on hover."""
-        if not obj.last_error:
+        text = obj.error_text
+        if not text:
             return "—"
-        short = (obj.last_error[:200] + "…") if len(obj.last_error) > 200 else obj.last_error
-        return format_html(
-            '<span class="delivery-error" title="{}">{}</span>', obj.last_error, short
-        )
+        short = (text[:200] + "…") if len(text) > 200 else text
+        return format_html('<span class="delivery-error" title="{}">{}</span>', text, short)
+
+    @admin.display(description=_("last error"))
+    def last_error_shown(self, obj: Notification) -> str:
+        """``last_error`` in the reader's language."""
+        return obj.error_text or self.get_empty_value_display()
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -13,7 +13,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
-from notifications import quotas, services
+from notifications import phrases, quotas, services
 from notifications.models import (
     ConnectBackoff,
     Notification,
@@ -262,7 +262,7 @@ def outbox_summary() -> Outbox:
     last_error = (
         Notification.objects.filter(status__in=[Status.QUEUED, Status.FAILED])
         .exclude(last_error="")
-        .only("pk", "status", "last_error", "created_at")
+        .only("pk", "status", "last_error", "last_error_detail", "created_at")
         .first()
     )
     return Outbox(**totals, last_error=last_error)
@@ -401,13 +401,14 @@ def _connection_warning(
     """Sessions that could not open charge no notification, so only this says why mail waits."""
     if backoff is None or settings.paused_reason:
         return None
+    reason = phrases.shown(backoff.reason, backoff.reason_detail)  # in the reader's language
     if backoff.throttled:
         return HealthWarning(
             _(
                 "Throttled by the provider until %(time)s: “%(reply)s”. Every worker waits, and "
                 "no notification is charged for it; if it keeps happening, lower the limits."
             )
-            % {"time": _clock(backoff.retry_at), "reply": backoff.reason},
+            % {"time": _clock(backoff.retry_at), "reply": reason},
             "rate_per_minute",
         )
     return HealthWarning(
@@ -418,7 +419,7 @@ def _connection_warning(
             "tries again by itself: %(reason)s",
             backoff.failures,
         )
-        % {"count": backoff.failures, "reason": backoff.reason},
+        % {"count": backoff.failures, "reason": reason},
         "host",
     )
 

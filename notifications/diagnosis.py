@@ -9,13 +9,14 @@ from typing import TYPE_CHECKING
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
-from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 from django.views.decorators.debug import sensitive_variables
 
 from notifications import conf
 from notifications.exceptions import NotificationsError
 from notifications.models import TestKind, TestRun
+from notifications.phrases import english, to_json
+from notifications.phrases import phrase as _
 from notifications.smtp import DiagnosticReport, check_connection, diagnose
 from notifications.targets import Target
 
@@ -70,14 +71,17 @@ def run_test(
     report.target = target.as_dict()
     run.ok = report.ok
     run.failed_step = report.failed_step or ""
-    run.summary = outcome(report)
-    run.report = report.as_dict()
+    # Stored in English with the phrases beside it: each reader sees it in their language.
+    summary = outcome(report)
+    run.summary = english(summary)
+    run.report = {**report.as_stored(), "summary": to_json(summary)}
     run.save(update_fields=["ok", "failed_step", "summary", "report"])
     return report
 
 
 def outcome(report: DiagnosticReport) -> str:
-    """The one-line verdict: "Delivered to the server." or "Failed at <step>: <hint>"."""
+    """The one-line verdict: "Delivered to the server." or "Failed at <step>: <hint>" (a phrase:
+    text in the active language that can be stored and shown in another)."""
     if report.ok and report.connect_only:
         return _("Connected and signed in; no message was sent.")
     if report.ok:
@@ -97,6 +101,7 @@ def _start(*, by: AbstractBaseUser | None, to: str, target: Target, kind: str) -
     Recording before the (up to 30 s) diagnosis means runs still in flight count too, so an
     administrator cannot get past the limit by clicking in several tabs at once.
     """
+    started = _("Started; the test did not finish.")
     with transaction.atomic():
         if by is not None:
             # Serialise one administrator's runs: two requests must not both pass the count.
@@ -106,7 +111,8 @@ def _start(*, by: AbstractBaseUser | None, to: str, target: Target, kind: str) -
             created_by=by,
             recipient=to,
             ok=False,
-            summary=_("Started; the test did not finish."),
+            summary=english(started),
+            report={"summary": to_json(started)},
             kind=kind,
             **target.as_dict(),
         )

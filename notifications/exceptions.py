@@ -24,7 +24,8 @@ class SmtpError(NotificationsError):
     cannot be made into a message; ``internal``: an unexpected error), ``code`` and ``reply`` hold
     the server's reply when
     there was one, and ``hint`` says what a person can do about it. The message never holds the
-    password.
+    password. ``message`` and ``hint`` may be phrases (``notifications.phrases``), kept as such
+    so that what is stored of them can be shown in another language later.
     """
 
     def __init__(
@@ -37,6 +38,7 @@ class SmtpError(NotificationsError):
         hint: str = "",
     ) -> None:
         super().__init__(message)
+        self.message = message
         self.step = step
         self.code = code
         self.reply = reply

@@ -12,7 +12,7 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from notifications import crypto
+from notifications import crypto, phrases
 from notifications.validators import (
     validate_ca_pem,
     validate_from_address,
@@ -159,7 +159,8 @@ class SmtpSettings(models.Model):
         _("skip certificate verification (insecure)"),
         default=False,
         help_text=_(
-            "Accept any TLS certificate, even a forged one. Prefer adding the server's CA below."
+            "Accept any TLS certificate, even a forged one. Prefer adding the server's CA to "
+            "Extra trusted CA (PEM) above."
         ),
     )
     ca_pem = models.TextField(
@@ -240,6 +241,8 @@ class SmtpSettings(models.Model):
     # Dispatch pauses on a configuration failure (bad login, untrusted certificate) until the
     # settings are saved again: a retry storm would only lock the mailbox.
     paused_reason = models.TextField(blank=True, editable=False)
+    # The reason's phrases (``notifications.phrases``), shown in the reader's language.
+    paused_detail = models.JSONField(null=True, blank=True, editable=False)
     paused_at = models.DateTimeField(null=True, editable=False)
 
     class Meta:
@@ -255,6 +258,11 @@ class SmtpSettings(models.Model):
     def save(self, *args, **kwargs):
         self.pk = self.SINGLETON_PK
         super().save(*args, **kwargs)
+
+    @property
+    def paused_text(self) -> str:
+        """Why sending is paused, in the reader's language ("" when it is not)."""
+        return phrases.shown(self.paused_reason, self.paused_detail)
 
     def clean(self) -> None:
         # One spelling of the same PEM, so that re-saving an unchanged form records no change.
@@ -557,6 +565,8 @@ class Notification(models.Model):
     claim_token = models.CharField(max_length=32, blank=True, editable=False)
     claimed_until = models.DateTimeField(null=True, blank=True, editable=False)
     last_error = models.TextField(_("last error"), blank=True)
+    # last_error's phrases (``notifications.phrases``): the page shows them in its language.
+    last_error_detail = models.JSONField(null=True, blank=True, editable=False)
     message_id = models.CharField(_("Message-ID"), max_length=255, blank=True)
     settings_version = models.PositiveIntegerField(_("settings version"), null=True, blank=True)
     created_at = models.DateTimeField(_("created at"), default=timezone.now, db_index=True)
@@ -586,6 +596,11 @@ class Notification(models.Model):
 
     def __str__(self) -> str:
         return f"{self.subject} → {self.recipient}"
+
+    @property
+    def error_text(self) -> str:
+        """The last error in the reader's language (``last_error`` holds it in English)."""
+        return phrases.shown(self.last_error, self.last_error_detail)
 
 
 class SendSlot(models.Model):
@@ -621,6 +636,7 @@ class ConnectBackoff(models.Model):
     failures = models.PositiveIntegerField(default=0)
     retry_at = models.DateTimeField(null=True, blank=True)
     reason = models.TextField(blank=True)  # the last failure, sanitised like last_error
+    reason_detail = models.JSONField(null=True, blank=True)  # its phrases (notifications.phrases)
     failed_at = models.DateTimeField(null=True, blank=True)
     # The last failure was the provider limiting this sender (a throttling or quota reply), not
     # a server out of reach.
@@ -723,6 +739,12 @@ class TestRun(models.Model):
         from notifications.targets import Target
 
         return Target.of_run(self)
+
+    @property
+    def summary_text(self) -> str:
+        """The summary in the reader's language: the report keeps its phrase (``summary``)."""
+        report = self.report if isinstance(self.report, dict) else {}
+        return phrases.shown(self.summary, report.get("summary"))
 
 
 class CachedToken(models.Model):

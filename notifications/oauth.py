@@ -9,18 +9,27 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import jwt
-from django.utils.translation import gettext as _
 
 from notifications.exceptions import SmtpConfigurationError, SmtpError, SmtpTemporaryError
+from notifications.phrases import join
+from notifications.phrases import phrase as _
 from notifications.smtp.config import OAuthCredentials
-from notifications.smtp.tls import verifying_context
+from notifications.smtp.tls import (
+    NAME_MISMATCH_CODES,
+    certificate_names,
+    names_match,
+    unverified_certificate,
+    verifying_context,
+)
 
 MICROSOFT_TOKEN_URL = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"  # noqa: S105 (a URL)
 MICROSOFT_SCOPE = "https://outlook.office365.com/.default"
@@ -166,7 +175,7 @@ def _post(
             hint=_("The token endpoint is slow or unreachable; sending is retried automatically."),
         ) from None
     except httpx.HTTPError as exc:
-        raise _connection_error(exc, where) from None
+        raise _connection_error(exc, where, url=credentials.token_url, timeout=timeout) from None
     try:
         payload = response.json()
     except ValueError:
@@ -174,7 +183,9 @@ def _post(
     return (payload if isinstance(payload, dict) else {}), response.status_code
 
 
-def _connection_error(exc: httpx.HTTPError, where: dict[str, str]) -> SmtpError:
+def _connection_error(
+    exc: httpx.HTTPError, where: dict[str, str], *, url: str, timeout: float
+) -> SmtpError:
     cause: BaseException | None = exc
     while cause is not None and not isinstance(cause, ssl.SSLCertVerificationError):
         cause = cause.__cause__ or cause.__context__
@@ -183,11 +194,7 @@ def _connection_error(exc: httpx.HTTPError, where: dict[str, str]) -> SmtpError:
             _("Access token: the certificate of %(url)s was rejected: %(reason)s")
             % {**where, "reason": cause.verify_message},
             step="token",
-            hint=_(
-                "A proxy or a private endpoint uses a certificate this machine does not trust: "
-                "paste the CA certificate (PEM) that signed it into the extra trusted CA field, "
-                "which verifies the token endpoint as well as the SMTP server."
-            ),
+            hint=_certificate_hint(url, cause, timeout),
         )
     if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
         return SmtpConfigurationError(
@@ -203,6 +210,52 @@ def _connection_error(exc: httpx.HTTPError, where: dict[str, str]) -> SmtpError:
             "(a firewall or a missing proxy); sending is retried automatically."
         ),
     )
+
+
+def _certificate_hint(url: str, refused: ssl.SSLCertVerificationError, timeout: float) -> str:
+    """Which names the endpoint's certificate is issued for when not the URL's host, and where
+    to put the CA that signed it when it is not trusted.
+
+    The names are read over one more unverified handshake, only after a refusal and within
+    ``timeout`` (see ``tls.unverified_certificate``).
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        certificate = unverified_certificate(
+            socket.create_connection((host, parts.port or 443), timeout=timeout), host
+        )
+    except (OSError, ValueError):
+        certificate = None
+    names = certificate_names(certificate) if certificate is not None else []
+    hints = []
+    where = {"names": ", ".join(names), "host": host}
+    if names and not names_match(names, host):
+        hints.append(
+            _(
+                "The token endpoint's certificate is issued for %(names)s, not for %(host)s: "
+                "use one of those names in the token URL."
+            )
+            % where
+        )
+    elif refused.verify_code in NAME_MISMATCH_CODES:
+        hints.append(
+            _(
+                "The token endpoint's certificate is not issued for %(host)s: check the host in "
+                "the token URL."
+            )
+            % where
+        )
+    if refused.verify_code not in NAME_MISMATCH_CODES:
+        hints.append(
+            _(
+                "A proxy or a private endpoint uses a certificate this machine does not trust: "
+                "paste the CA certificate (PEM) that signed it into Extra trusted CA (PEM) under "
+                "Advanced security (on the command line: smtp_settings --ca-file), which "
+                "verifies the token endpoint as well as the SMTP server."
+            )
+        )
+    return join(*hints)
 
 
 def _seconds(value: Any) -> float:
@@ -240,10 +293,15 @@ def _refusal(credentials: OAuthCredentials, status: int, payload: dict[str, Any]
     }
     if status >= 500 or status == 429:
         hint = _("The token endpoint is having trouble; sending is retried automatically.")
-        return SmtpTemporaryError(message.strip(), step="token", code=status, hint=hint)
+        return SmtpTemporaryError(_stripped(message), step="token", code=status, hint=hint)
     aadsts = _AADSTS.search(description)
     hint = _hint(credentials.method, code, aadsts.group(1) if aadsts else "")
-    return SmtpConfigurationError(message.strip(), step="token", code=status, hint=hint)
+    return SmtpConfigurationError(_stripped(message), step="token", code=status, hint=hint)
+
+
+def _stripped(message: str) -> str:
+    """Without the spaces an empty error or description leaves (the phrase kept when none)."""
+    return message if message == message.strip() else message.strip()
 
 
 def _hint(method: str, error: str, aadsts: str) -> str:

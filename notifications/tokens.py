@@ -16,11 +16,11 @@ from datetime import UTC, datetime, timedelta
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
-from django.utils.translation import gettext as _
 
 from notifications import crypto, oauth
 from notifications.exceptions import NotificationsError, SmtpTemporaryError
 from notifications.models import CachedToken
+from notifications.phrases import phrase as _
 from notifications.smtp.config import OAuthCredentials
 
 logger = logging.getLogger(__name__)

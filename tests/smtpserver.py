@@ -31,7 +31,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 USERNAME = "sender@example.com"
 PASSWORD = "Tr0ub4dor-and-3-horses"
 HOST = "127.0.0.1"
-CERT_VARIANTS = ("good", "self_signed", "expired", "wrong_host")
+CERT_VARIANTS = ("good", "self_signed", "expired", "wrong_host", "ip_only")
 MODES = ("ssl", "starttls", "none")
 
 __all__ = [
@@ -130,7 +130,8 @@ def _write(directory: Path, variant: str, cert: x509.Certificate, key: Any) -> N
 
 
 def make_pki(directory: Path) -> Pki:
-    """A CA plus certificates for localhost/127.0.0.1: good, self_signed, expired, wrong_host."""
+    """A CA plus certificates for localhost/127.0.0.1: good, self_signed, expired; wrong_host
+    (wrong.example only) and ip_only (only the IP address 127.0.0.1)."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_name = "Throwaway Test CA"
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -143,6 +144,9 @@ def make_pki(directory: Path) -> Pki:
         elif variant == "wrong_host":
             names = {"dns_names": ("wrong.example",)}
             cert = _certificate("wrong.example", key, issuer=ca_name, issuer_key=ca_key, **names)
+        elif variant == "ip_only":
+            ips = {"ip_addresses": ("127.0.0.1",)}
+            cert = _certificate("127.0.0.1", key, issuer=ca_name, issuer_key=ca_key, **ips)
         else:
             expired = variant == "expired"
             cert = _certificate(

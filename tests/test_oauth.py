@@ -12,7 +12,7 @@ from notifications.smtp import check_connection, diagnose, open_session
 from tests.loopback import wait_for
 from tests.outbox import all_sent, statuses
 from tests.smtpserver import PASSWORD, USERNAME
-from tests.tokenserver import CLIENT_ID, CLIENT_SECRET, TENANT_ID
+from tests.tokenserver import CLIENT_ID, CLIENT_SECRET, TENANT_ID, TokenServer
 
 pytestmark = pytest.mark.django_db
 
@@ -147,6 +147,21 @@ def test_a_token_without_the_send_as_app_role_says_which_permission(
     assert "SMTP.SendAsApp" in report.hint and "admin consent" in report.hint
 
 
+def test_a_token_endpoint_certificate_for_other_names_names_them(oauth_smtp, smtp_pki):
+    endpoint = TokenServer(smtp_pki, cert="wrong_host")
+    try:
+        record = configure(oauth_smtp, endpoint, smtp_pki)
+        report = diagnose(record.to_smtp_config(), to="someone@example.com")
+    finally:
+        endpoint.stop()
+    assert report.failed_step == "token"
+    assert report.hint == (
+        "The token endpoint's certificate is issued for wrong.example, not for localhost: use "
+        "one of those names in the token URL."
+    )
+    assert endpoint.requests == 0
+
+
 def test_an_untrusted_token_endpoint_certificate_points_at_the_extra_ca(
     oauth_smtp,
     token_server,
@@ -156,7 +171,7 @@ def test_an_untrusted_token_endpoint_certificate_points_at_the_extra_ca(
     record.ca_pem = ""
     report = diagnose(record.to_smtp_config(), to="someone@example.com")
     assert report.failed_step == "token"
-    assert "extra trusted CA" in report.hint
+    assert "Extra trusted CA (PEM)" in report.hint
     assert token_server.requests == 0  # refused at the handshake: nothing was posted
 
 

@@ -135,7 +135,7 @@ class _TlsHttpServer(ThreadingHTTPServer):
 class TokenServer:
     """``/{tenant}/oauth2/v2.0/token`` (client credentials) and ``/token`` (JWT bearer)."""
 
-    def __init__(self, pki: Pki) -> None:
+    def __init__(self, pki: Pki, *, cert: str = "good") -> None:
         self.requests = 0
         self.error: str | None = None  # a key of ERRORS: every request fails so
         self.expires_in = 3600
@@ -146,7 +146,7 @@ class TokenServer:
         self._signing_key = secrets.token_bytes(32)
         self._lock = threading.Lock()
         self._httpd = _TlsHttpServer((HOST, 0), self._handler())
-        self._httpd.tls = pki.server_context("good")
+        self._httpd.tls = pki.server_context(cert)
         self.port = self._httpd.server_address[1]
         self.service_account = make_service_account(self.google_url)
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)

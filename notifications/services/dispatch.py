@@ -36,6 +36,7 @@ from notifications.exceptions import (
     SmtpTemporaryError,
 )
 from notifications.models import Notification, SmtpSettings, Status
+from notifications.phrases import english, join, map_text, to_json
 from notifications.services import hotpath, leases
 from notifications.services.hooks import request_sessions, request_sessions_at, send_robust
 from notifications.services.settings import pause
@@ -263,7 +264,11 @@ class _Drain:
         """Reschedule, fail or pause, by the kind of error."""
         now = timezone.now()
         reason = describe(error, self.config)
-        base = {"last_error": reason, "message_id": row.message_id}
+        base = {
+            "last_error": reason,
+            "last_error_detail": reason.detail,
+            "message_id": row.message_id,
+        }
         throttle = self._throttling(error)
         if throttle or error.step in ("message", "mail", "rcpt"):
             quotas.refund(self.reservation)  # nothing was accepted: the provider counted none
@@ -455,17 +460,24 @@ def _unexpected(error: Exception) -> SmtpError:
     )
 
 
-def describe(error: SmtpError, config=None) -> str:
+class Described(str):
+    """``describe``'s English text (for the row, logs and signals), carrying the phrases it is
+    made of as ``detail`` (stored beside it, so that pages show it in the reader's language)."""
+
+    detail: dict
+
+
+def describe(error: SmtpError, config=None) -> Described:
     """The error as the delivery log and the settings page show it: step, reply, hint; no secret."""
-    parts = [f"[{error.step}]"]
-    if error.code:
-        parts.append(str(error.code))
-    parts.append(str(error))
-    if error.hint:
-        parts.append(str(error.hint))
-    text = " ".join(parts)
+    code = str(error.code) if error.code else ""
+    parts = join(f"[{error.step}]", code, error.message, error.hint)
+    detail = to_json(parts)
     password = getattr(config, "password", "")
-    return text.replace(password, "********") if password else text
+    if password:
+        detail = map_text(detail, lambda text: text.replace(password, "********"))
+    described = Described(english(detail))
+    described.detail = detail
+    return described
 
 
 def _log_attempt(row: Notification, settings, outcome: _Outcome, written: str) -> None:

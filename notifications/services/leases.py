@@ -227,6 +227,7 @@ def connect_failed(reason: str, *, throttled: bool = False, at_least: float = 0)
         state.failures += 1
         delay = max(backoff_delay(state.failures), at_least)
         state.retry_at, state.reason, state.failed_at = now + timedelta(seconds=delay), reason, now
+        state.reason_detail = getattr(reason, "detail", None)  # see dispatch.describe
         state.throttled = throttled
         state.save()
     return delay

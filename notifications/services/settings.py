@@ -73,6 +73,7 @@ def save_settings(
         settings.updated_at = timezone.now()
         settings.updated_by = by
         settings.paused_reason = ""
+        settings.paused_detail = None
         settings.paused_at = None
         settings.save()
         clear_backoff()
@@ -112,8 +113,14 @@ def _changes(previous: SmtpSettings | None, current: SmtpSettings) -> dict:
 
 
 def pause(version: int, reason: str) -> None:
-    """Stop sending with settings ``version`` until they are saved again."""
+    """Stop sending with settings ``version`` until they are saved again.
+
+    ``reason`` is English; the phrases it was made of (``dispatch.describe``'s ``detail``) are
+    kept beside it for the settings page, which shows them in its reader's language.
+    """
     if SmtpSettings.objects.filter(pk=SmtpSettings.SINGLETON_PK, version=version).update(
-        paused_reason=reason, paused_at=timezone.now()
+        paused_reason=reason,
+        paused_detail=getattr(reason, "detail", None),
+        paused_at=timezone.now(),
     ):
         logger.error("Sending is paused until the SMTP settings are saved again: %s", reason)

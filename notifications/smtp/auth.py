@@ -9,9 +9,8 @@ import smtplib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from django.utils.translation import gettext as _
-
 from ..exceptions import SmtpConfigurationError
+from ..phrases import phrase as _
 from .client import _Client
 from .config import OAuthCredentials, SmtpConfig
 from .errors import auth_status, xoauth2_failure

@@ -6,9 +6,10 @@ import logging
 import time
 from collections.abc import Callable
 
-from django.utils.translation import gettext as _
+from django.utils.translation import gettext
 
 from ..exceptions import SmtpError
+from ..phrases import phrase as _
 from .config import SmtpConfig
 from .message import build_message, envelope_address, parse_address
 from .report import DiagnosticReport
@@ -48,8 +49,8 @@ def diagnose(config: SmtpConfig, *, to: str, deadline: float = 30.0) -> Diagnost
         message = build_message(
             from_address=config.from_address,
             to=to,
-            subject=_("Test email from the notification settings"),
-            body=_(
+            subject=gettext("Test email from the notification settings"),
+            body=gettext(
                 "This is a test email sent from the SMTP settings page of the Django notifications "
                 "admin. If you can read it, the settings work."
             ),

@@ -14,7 +14,7 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from django.utils.translation import gettext as _
+from cryptography import x509
 
 from ..exceptions import (
     SmtpConfigurationError,
@@ -22,34 +22,45 @@ from ..exceptions import (
     SmtpPermanentError,
     SmtpTemporaryError,
 )
+from ..phrases import join
+from ..phrases import phrase as _
 from ..providers import provider_for_host
 from .client import MalformedChallenge, decode, redact
 from .config import SmtpConfig
 from .report import STEP_LABELS
+from .tls import NAME_MISMATCH_CODES, certificate_names, is_ip_address, names_match
 
 _NOT_TLS_REASONS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG")
 _EXPIRED_CODES = {9, 10}  # X509_V_ERR_*: not yet valid, expired
-_HOSTNAME_MISMATCH_CODE = 62
 
 
 @dataclass(frozen=True)
 class Context:
     """What a hint may depend on besides the error: the settings, the step's timeout, the
-    secrets to mask, and (for a missing greeting) whether the port speaks implicit TLS."""
+    secrets to mask, (for a missing greeting) whether the port speaks implicit TLS, and (for a
+    refused certificate) the certificate the server presented, read without verifying it.
+    Both are asked only when a hint needs them: each may cost a connection."""
 
     config: SmtpConfig
     timeout: float
     secrets: tuple[str, ...] = ()
     speaks_tls: Callable[[], bool] = lambda: False
+    peer_certificate: Callable[[], x509.Certificate | None] = lambda: None
 
     def text(self, reply: bytes | str) -> str:
         return redact(decode(reply), self.secrets)
 
 
 def tls_port_hint(port: int) -> str:
+    """Port 465, or a port found to answer with a TLS handshake, when Security is not SSL/TLS."""
+    if port == 465:
+        return _(
+            "Port %(port)s expects SSL/TLS (implicit TLS): set Security to SSL/TLS, or use port "
+            "587 with STARTTLS."
+        ) % {"port": port}
     return _(
-        "Port %(port)s expects SSL/TLS (implicit TLS): set Security to SSL/TLS, or use port 587 "
-        "with STARTTLS."
+        "The server on port %(port)s speaks TLS from the start (implicit TLS) instead of "
+        "greeting: set Security to SSL/TLS."
     ) % {"port": port}
 
 
@@ -79,32 +90,67 @@ def auth_failure_hint(host: str, reply: str) -> str:
         )
     provider = provider_for_host(host)
     if provider is not None and provider.auth_hint:
-        hints.append(str(provider.auth_hint))
-    return " ".join(hints)
+        hints.append(provider.auth_hint)
+    return join(*hints)
 
 
-def cert_hint(exc: ssl.SSLCertVerificationError, config: SmtpConfig) -> str:
+def cert_hint(exc: ssl.SSLCertVerificationError, context: Context) -> str:
+    """What is wrong with the certificate, by the verify code and the certificate itself.
+
+    OpenSSL reports one problem, the first it meets: a certificate both untrusted and issued
+    for other names is reported as untrusted. Its names, read without verifying, say both.
+    """
+    config, code = context.config, exc.verify_code
     insecure = _(
-        "Skip Verify would also make it work, but then anyone on the network path can read the "
-        "password and the mail."
+        "Skip certificate verification would also make it work, but then anyone on the network "
+        "path can read the password and the mail."
     )
-    code = exc.verify_code
-    if code == _HOSTNAME_MISMATCH_CODE:
-        fix = _(
-            "The certificate is not issued for %(host)s: enter the host name the certificate "
-            "names (usually the provider's documented SMTP host), not an IP address or alias."
-        ) % {"host": config.host}
-    elif code in _EXPIRED_CODES:
+    if code in _EXPIRED_CODES:
         fix = _(
             "The server's certificate has expired or is not valid yet: the server's "
             "administrator must renew it; also check this machine's clock."
         )
-    else:
-        fix = _(
-            "The certificate is self-signed or signed by an authority this machine does not "
-            "trust: paste the CA certificate (PEM) that signed it into the Custom CA field."
+        return join(fix, insecure)
+    certificate = context.peer_certificate()
+    names = certificate_names(certificate) if certificate is not None else []
+    mismatch = code in NAME_MISMATCH_CODES or (names and not names_match(names, config.host))
+    hints = []
+    if mismatch:
+        hints.append(name_mismatch_hint(config.host, names))
+    if code not in NAME_MISMATCH_CODES:
+        hints.append(
+            _(
+                "The certificate is self-signed or signed by an authority this machine does not "
+                "trust: paste the CA certificate (PEM) that signed it into Extra trusted CA (PEM) "
+                "under Advanced security (on the command line: smtp_settings --ca-file)."
+            )
         )
-    return f"{fix} {insecure}"
+    return join(*hints, insecure)
+
+
+def name_mismatch_hint(host: str, names: list[str]) -> str:
+    """The certificate is issued for other names than the host: which, and what to enter."""
+    if not names:
+        return _(
+            "The certificate is not issued for %(host)s: enter the host name the certificate "
+            "names (usually the provider's documented SMTP host), not an IP address or alias."
+        ) % {"host": host}
+    where = {"host": host, "names": ", ".join(names)}
+    if is_ip_address(host):
+        return (
+            _(
+                "The certificate is issued for %(names)s, not for the IP address %(host)s: use one "
+                "of those names as the host (or add the IP address to the certificate)."
+            )
+            % where
+        )
+    return (
+        _(
+            "The certificate is issued for %(names)s, not for %(host)s: use one of those names as "
+            "the host."
+        )
+        % where
+    )
 
 
 def xoauth2_failure(config: SmtpConfig, code: int, reply: str) -> SmtpError:
@@ -145,15 +191,36 @@ def is_timeout(exc: BaseException) -> bool:
     )
 
 
+def not_smtp_hint() -> str:
+    """Something spoke first, and not SMTP: another service (not implicit TLS either, whose
+    server waits for the client to speak)."""
+    return _(
+        "Another kind of service (SSH, FTP, a web or message server…) answers on that port: "
+        "check the host and the port."
+    )
+
+
 def greeting_hint(context: Context) -> str:
+    """No greeting: implicit TLS only where the port says so (465) or the server was found to
+    answer a TLS handshake; otherwise what holds a connection silent."""
     config = context.config
     if config.security != "ssl" and (config.port == 465 or context.speaks_tls()):
         return tls_port_hint(config.port)
-    return _(
-        "The server accepted the connection but did not greet. Check the host and port; if "
-        "this port expects implicit TLS (usually 465), set Security to SSL/TLS. Otherwise the "
-        "server is overloaded, or a firewall or antivirus is intercepting the connection."
+    held = _(
+        "The server accepted the connection but did not greet. Check the host and port. "
+        "Otherwise something holds the connection: a firewall, an antivirus or the internet "
+        "provider intercepting mail traffic, or a tarpit (a server that delays its greeting on "
+        "purpose, for example because this machine's address is on a block list)."
     )
+    if config.port == 25:
+        return join(
+            held,
+            _(
+                "Internet and cloud providers often intercept or block port 25: use the "
+                "provider's submission port (587 with STARTTLS, or 465 with SSL/TLS)."
+            ),
+        )
+    return held
 
 
 def reply_error(context: Context, step: str, code: int, reply: str) -> SmtpError:
@@ -206,10 +273,7 @@ def classify(context: Context, step: str, exc: BaseException) -> SmtpError:
         return SmtpConfigurationError(
             _("%(step)s: %(host)s port %(port)s does not speak SMTP.") % {"step": label, **where},
             step=step,
-            hint=_(
-                "Another kind of service (SSH, FTP, a web or message server…) answers on that "
-                "port: check the host and the port."
-            ),
+            hint=not_smtp_hint(),
         )
     if isinstance(exc, smtplib.SMTPResponseException):
         text = context.text(exc.smtp_error)
@@ -266,7 +330,7 @@ def classify(context: Context, step: str, exc: BaseException) -> SmtpError:
             _("TLS: the server's certificate was rejected: %(reason)s")
             % {"reason": exc.verify_message},
             step=step,
-            hint=cert_hint(exc, config),
+            hint=cert_hint(exc, context),
         )
     if isinstance(exc, ssl.SSLError):
         reason = exc.reason or exc.__class__.__name__

@@ -7,6 +7,8 @@ from typing import Any
 
 from django.utils.translation import gettext_lazy
 
+from ..phrases import stored_tree, to_json
+
 STEP_LABELS: dict[str, Any] = {
     "token": gettext_lazy("Access token (OAuth2)"),
     "dns": gettext_lazy("DNS lookup"),
@@ -45,6 +47,15 @@ class DiagnosticStep:
             "detail": self.detail,
             "hint": str(self.hint),
             "error": str(self.error),
+        }
+
+    def as_stored(self) -> dict[str, Any]:
+        """``as_dict`` with this app's words as phrases, to be shown in the reader's language."""
+        words = {"label": self.label, "hint": self.hint, "error": self.error}
+        return {
+            **self.as_dict(),
+            **{key: to_json(value) for key, value in words.items()},
+            "detail": stored_tree(self.detail),
         }
 
 
@@ -104,6 +115,15 @@ class DiagnosticReport:
             "steps": [step.as_dict() for step in self.steps],
             "transcript": list(self.transcript),
             "target": dict(self.target),
+        }
+
+    def as_stored(self) -> dict[str, Any]:
+        """What a TestRun keeps: ``as_dict`` with the words as phrases (see ``phrases``)."""
+        return {
+            **self.as_dict(),
+            "error": to_json(self.error),
+            "hint": to_json(self.hint),
+            "steps": [step.as_stored() for step in self.steps],
         }
 
 

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from email.message import EmailMessage
 from typing import Any
 
-from django.utils.translation import gettext as _
+from cryptography import x509
 
 from ..exceptions import (
     SmtpConfigurationError,
@@ -21,13 +21,14 @@ from ..exceptions import (
     SmtpPermanentError,
     SmtpTemporaryError,
 )
+from ..phrases import phrase as _
 from . import auth
 from .client import _Client, b64, redactor, secret_forms
 from .config import SmtpConfig
-from .errors import Context, OutOfTime, auth_status, classify, greeting_hint, reply_error
+from .errors import Context, OutOfTime, auth_status, classify, not_smtp_hint, reply_error
 from .message import parse_address
 from .report import DiagnosticReport, DiagnosticStep, Recorder, step_order
-from .tls import make_tls_context, speaks_tls, tls_facts
+from .tls import make_tls_context, speaks_tls, tls_facts, unverified_certificate
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ class SmtpSession:
         )
         self._client.deadline = deadline
         self._addresses: list[tuple[Any, ...]] = []
+        self._connected_to: tuple[int, Any] | None = None  # (family, sockaddr)
+        self._speaks_tls: bool | None = None  # the probe's answer, once asked
         self._timeout = config.timeout
 
     # The context manager closes; open_session() has already connected.
@@ -199,6 +202,7 @@ class SmtpSession:
                     error = exc
                     continue
                 self._client.sock = sock
+                self._connected_to = (family, sockaddr)
                 self._client._host = self.config.host
                 self._client.local_hostname = ehlo_name(sock)
                 step.detail["address"] = f"{sockaddr[0]} port {sockaddr[1]}"
@@ -221,7 +225,7 @@ class SmtpSession:
                     _("The server answered with something that is not an SMTP greeting."),
                     step="greeting",
                     reply=self._text(reply),
-                    hint=greeting_hint(self._context()),
+                    hint=not_smtp_hint(),  # it spoke first, so not TLS: no probe
                 )
             self._expect(step, (code, reply), 220)
 
@@ -357,7 +361,7 @@ class SmtpSession:
             yield step
         except (OSError, smtplib.SMTPException, UnicodeError, SmtpError) as exc:
             error = exc if isinstance(exc, SmtpError) else classify(self._context(), name, exc)
-            step.status, step.hint, step.error = "failed", str(error.hint), str(error)
+            step.status, step.hint, step.error = "failed", error.hint, error.message
             if error.code is not None:
                 step.code, step.reply = error.code, error.reply
             logger.info(
@@ -381,17 +385,70 @@ class SmtpSession:
         return self._context().text(reply)
 
     def _context(self) -> Context:
-        return Context(self.config, self._timeout, self._secrets, self._port_speaks_tls)
+        return Context(
+            self.config,
+            self._timeout,
+            self._secrets,
+            self._port_speaks_tls,
+            self._peer_certificate,
+        )
 
     def _port_speaks_tls(self) -> bool:
-        """Probe (only when diagnosing) whether a port that did not greet expects implicit TLS."""
-        if not self._probe_tls or not self._addresses:
-            return False
+        """Probe (only when diagnosing) whether a port that did not greet expects implicit TLS.
+
+        A second connection, so asked only when the hint depends on it (not on port 465, not
+        with Security SSL/TLS, where the answer is known) and at most once per session.
+        """
+        if self._speaks_tls is None:
+            self._speaks_tls = False
+            if self._probe_tls and self._addresses:
+                try:
+                    family, _kind, _proto, _canonical, sockaddr = self._addresses[0]
+                    timeout = self._next_timeout()
+                    self._speaks_tls = speaks_tls(sockaddr, family, self.config.host, timeout)
+                except OutOfTime:
+                    pass
+        return self._speaks_tls
+
+    def _peer_certificate(self) -> x509.Certificate | None:
+        """After the certificate was refused: the one the server presents, read unverified over
+        a second connection to the same address (STARTTLS replayed), the whole of it within one
+        step's timeout and the overall deadline. See ``tls.unverified_certificate``."""
+        if self._connected_to is None:
+            return None
+        family, sockaddr = self._connected_to
         try:
-            family, _kind, _proto, _canonical, sockaddr = self._addresses[0]
-            return speaks_tls(sockaddr, family, self.config.host, self._next_timeout())
+            timeout = self._next_timeout()
         except OutOfTime:
-            return False
+            return None
+        end = time.monotonic() + timeout
+
+        def time_left() -> float:
+            left = end - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no time left to read the certificate")
+            return left
+
+        probe = _Client(timeout=timeout, transcript=None, secrets=())
+        probe.deadline = end  # bounds every reply read
+        try:
+            probe.sock = socket.socket(family, socket.SOCK_STREAM)
+            probe.sock.settimeout(time_left())
+            probe.sock.connect(sockaddr)
+            if self.config.security == "starttls":
+                probe._host = self.config.host
+                if probe.getreply()[0] != 220 or probe.ehlo()[0] != 250:
+                    return None
+                if probe.docmd("STARTTLS")[0] != 220:
+                    return None
+            left = time_left()
+            sock, probe.sock = probe.sock, None
+            sock.settimeout(left)  # the handshake's bound
+            return unverified_certificate(sock, self.config.host)
+        except (OSError, smtplib.SMTPException):
+            return None
+        finally:
+            probe.close()
 
     def _extensions(self) -> list[str]:
         return [

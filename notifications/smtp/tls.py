@@ -9,10 +9,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cryptography import x509
-from django.utils.translation import gettext as _
 
 from ..exceptions import SmtpConfigurationError
+from ..phrases import phrase as _
 from .config import SmtpConfig
+
+#: X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH: issued for other names.
+NAME_MISMATCH_CODES = frozenset({62, 64})
 
 
 def verifying_context(ca_pem: str, *, step: str) -> ssl.SSLContext:
@@ -27,7 +30,7 @@ def verifying_context(ca_pem: str, *, step: str) -> ssl.SSLContext:
             context.load_verify_locations(cadata=ca_pem)
         except (ssl.SSLError, ValueError) as exc:
             raise SmtpConfigurationError(
-                _("The custom CA is not a valid PEM certificate."),
+                _("Extra trusted CA (PEM) is not a valid PEM certificate."),
                 step=step,
                 hint=_("Paste the CA certificate in PEM form (-----BEGIN CERTIFICATE-----…)."),
             ) from exc
@@ -43,25 +46,43 @@ def make_tls_context(config: SmtpConfig) -> ssl.SSLContext:
     return context
 
 
-def hostname_matches(cert: x509.Certificate, host: str) -> bool:
+def certificate_names(cert: x509.Certificate) -> list[str]:
+    """The names a certificate is issued for: its subjectAltName DNS names and IP addresses,
+    else (an old certificate without them) its common name."""
     try:
-        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        alternative = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
-        return False
+        common = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+        return [str(attribute.value) for attribute in common]
+    names = alternative.get_values_for_type(x509.DNSName)
+    return names + [str(ip) for ip in alternative.get_values_for_type(x509.IPAddress)]
+
+
+def is_ip_address(host: str) -> bool:
     try:
-        ip = ipaddress.ip_address(host)
+        ipaddress.ip_address(host)
     except ValueError:
-        ip = None
-    if ip is not None:
-        return ip in names.get_values_for_type(x509.IPAddress)
+        return False
+    return True
+
+
+def names_match(names: list[str], host: str) -> bool:
+    """Whether ``host`` is one of ``names`` (an IP exactly; a name also by a ``*.`` wildcard)."""
+    if is_ip_address(host):
+        ip = ipaddress.ip_address(host)
+        return any(is_ip_address(name) and ipaddress.ip_address(name) == ip for name in names)
     host = host.lower().rstrip(".")
-    for name in names.get_values_for_type(x509.DNSName):
+    for name in names:
         name = name.lower().rstrip(".")
         if name == host:
             return True
         if name.startswith("*.") and "." in host and host.split(".", 1)[1] == name[2:]:
             return True
     return False
+
+
+def hostname_matches(cert: x509.Certificate, host: str) -> bool:
+    return names_match(certificate_names(cert), host)
 
 
 def tls_facts(sock: ssl.SSLSocket, host: str, verified: bool) -> dict[str, Any]:
@@ -85,11 +106,37 @@ def tls_facts(sock: ssl.SSLSocket, host: str, verified: bool) -> dict[str, Any]:
     return facts
 
 
-def speaks_tls(sockaddr: Any, family: int, host: str, timeout: float) -> bool:
-    """Whether the port completes a TLS handshake (a probe after a missing greeting)."""
+def unverified_context() -> ssl.SSLContext:
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def unverified_certificate(sock: socket.socket, host: str) -> x509.Certificate | None:
+    """The certificate the server on ``sock`` (connected, ready for a TLS handshake) presents,
+    read without verifying it; None if there is none or the handshake fails. Closes ``sock``.
+
+    Python's ssl gives no certificate from a handshake that failed verification (the unverified
+    chain is Python 3.13's), so naming what a refused certificate is issued for takes a second
+    handshake, made only after a refusal and bounded by the timeout already set on ``sock``.
+    """
+    try:
+        with unverified_context().wrap_socket(sock, server_hostname=host) as tls:
+            der = tls.getpeercert(binary_form=True)
+    except (OSError, ValueError):
+        return None
+    finally:
+        sock.close()
+    try:
+        return x509.load_der_x509_certificate(der) if der else None
+    except ValueError:
+        return None
+
+
+def speaks_tls(sockaddr: Any, family: int, host: str, timeout: float) -> bool:
+    """Whether the port completes a TLS handshake (a probe after a missing greeting)."""
+    context = unverified_context()
     try:
         with socket.socket(family, socket.SOCK_STREAM) as raw:
             raw.settimeout(timeout)
