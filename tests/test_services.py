@@ -237,7 +237,7 @@ def test_unreachable_server_backs_off_and_charges_no_row(closed_port, configure_
 def test_a_session_that_opens_ends_the_back_off(plain_smtp_server, configure_smtp):
     configure_smtp(plain_smtp_server)
     ConnectBackoff.objects.create(
-        pk=ConnectBackoff.SINGLETON_PK, failures=3, retry_at=timezone.now(), reason="[connect] down"
+        pk=SmtpSettings.PRIMARY_PK, failures=3, retry_at=timezone.now(), reason="[connect] down"
     )
     notifications.notify(recipients="a@example.com", subject="s", body="b")
     assert services.deliver() == 1
