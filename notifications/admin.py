@@ -1,4 +1,5 @@
-"""Admin: the single SMTP settings page (no list of one), its audit trail, and the delivery log."""
+"""Admin: the SMTP settings pages (the primary's, and the optional fallback's; no list), their
+audit trail, and the delivery log."""
 
 from __future__ import annotations
 
@@ -115,8 +116,11 @@ class SmtpSettingsAdmin(admin.ModelAdmin):
 
     def get_fieldsets(self, request: HttpRequest, obj=None):
         """Open "Advanced security" when an insecure option in it is on: a warning must not
-        point at a field hidden in a closed section."""
+        point at a field hidden in a closed section. The fallback's page has no Batch and no
+        rate limits: the primary's cap both servers."""
         fieldsets = super().get_fieldsets(request, obj)
+        if obj is not None and obj.is_fallback:
+            fieldsets = _without_primary_only_fields(fieldsets)
         if obj is None or not (obj.skip_verify or obj.allow_plaintext_login):
             return fieldsets
         return [
@@ -167,11 +171,17 @@ class SmtpSettingsAdmin(admin.ModelAdmin):
         )
 
     def get_object(self, request: HttpRequest, object_id: str, from_field=None):
-        if str(object_id) != str(SmtpSettings.SINGLETON_PK):
+        """The primary's record (pk 1), or the fallback's (pk 2): a new one, not saved until
+        the page is, when no fallback is set yet."""
+        servers = {str(pk): pk for pk in (SmtpSettings.PRIMARY_PK, SmtpSettings.FALLBACK_PK)}
+        pk = servers.get(str(object_id))
+        if pk is None:
             return None
         if not self.has_view_or_change_permission(request):
             # Django answers 403 for it; a visit without permission must not create the record.
-            return SmtpSettings(pk=SmtpSettings.SINGLETON_PK)
+            return SmtpSettings(pk=pk)
+        if pk == SmtpSettings.FALLBACK_PK:
+            return SmtpSettings.load_fallback() or SmtpSettings(pk=pk)
         return SmtpSettings.load()
 
     def get_urls(self):
@@ -190,15 +200,38 @@ class SmtpSettingsAdmin(admin.ModelAdmin):
                 self.admin_site.admin_view(connection_view),
                 name=f"{opts.app_label}_{opts.model_name}_test_connection",
             ),
+            path(
+                "fallback/remove/",
+                self.admin_site.admin_view(require_POST(self.remove_fallback_view)),
+                name=f"{opts.app_label}_{opts.model_name}_remove_fallback",
+            ),
             *super().get_urls(),
         ]
+
+    def remove_fallback_view(self, request: HttpRequest):
+        """Remove the fallback server (audited), then show the primary's page."""
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        if services.remove_fallback(by=request.user):
+            self.message_user(request, _("The fallback server was removed."), messages.SUCCESS)
+        return HttpResponseRedirect(_change_url(SmtpSettings.PRIMARY_PK))
 
     def render_change_form(self, request, context, *args, **kwargs):
         # The test view passes the bound forms and the result; the plain page starts afresh.
         context.setdefault("test_form", TestEmailForm(initial={"to": request.user.email}))
         context["test_deadline"] = conf.get("TEST_DEADLINE_SECONDS")
+        obj = kwargs.get("obj") or context.get("original")
+        fallback = SmtpSettings.load_fallback()
         # The title names what is saved, not what a failed form wrote onto the instance.
-        context["subtitle"] = str(SmtpSettings.load())
+        if obj is not None and obj.is_fallback:
+            context["title"] = _("Fallback SMTP server")
+            context["subtitle"] = str(fallback) if fallback else _("not set")
+            context["primary_url"] = _change_url(SmtpSettings.PRIMARY_PK)
+            context["can_remove_fallback"] = fallback is not None
+        else:
+            context["subtitle"] = str(SmtpSettings.load())
+            context["fallback"] = fallback
+            context["fallback_url"] = _change_url(SmtpSettings.FALLBACK_PK)
         # The page's script keeps the test buttons disabled, counting down, until then.
         context["test_retry_after"] = diagnosis.seconds_until_allowed(request.user)
         context["providers"] = [
@@ -233,11 +266,31 @@ class SmtpSettingsAdmin(admin.ModelAdmin):
         return super().response_change(request, obj)
 
 
+def _change_url(pk: int) -> str:
+    return reverse("admin:notifications_smtpsettings_change", args=[pk])
+
+
+def _without_primary_only_fields(fieldsets):
+    """The fieldsets less Batch and the rate limits, which are the primary server's."""
+    trimmed = []
+    for name, options in fieldsets:
+        fields = [f for f in options["fields"] if f not in SmtpSettings.PRIMARY_ONLY_FIELDS]
+        if fields != list(options["fields"]):
+            options = {**options, "fields": fields}
+            if "description" in options:
+                options["description"] = _(
+                    "Batch and the rate limits are the primary server's: they cap both servers "
+                    "together."
+                )
+        trimmed.append((name, options))
+    return trimmed
+
+
 @admin.register(SettingsChange)
 class SettingsChangeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("changed_at", "version", "changed_by", "source", "summary")
-    list_filter = ("source",)
-    fields = ("changed_at", "changed_by", "version", "source", "summary")
+    list_display = ("changed_at", "server", "version", "changed_by", "source", "summary")
+    list_filter = ("server", "source")
+    fields = ("changed_at", "changed_by", "server", "version", "source", "summary")
     readonly_fields = fields
 
     @admin.display(description=_("changes"))
@@ -252,11 +305,17 @@ class SettingsChangeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 class TestRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Every "Send test email", newest first; a run's page shows its stored report."""
 
-    list_display = ("created_at", "created_by", "recipient", "ok", "failed_step_label", "summary")
-    list_filter = ("ok", "created_at")
+    list_display = (
+        *("created_at", "created_by", "server", "recipient", "ok", "failed_step_label"),
+        "summary",
+    )
+    list_filter = ("ok", "server", "created_at")
     search_fields = ("recipient", "summary")
     date_hierarchy = "created_at"
-    fields = ("created_at", "created_by", "recipient", "ok", "settings_version", "stored_report")
+    fields = (
+        *("created_at", "created_by", "server", "recipient", "ok", "settings_version"),
+        "stored_report",
+    )
     readonly_fields = fields
 
     class Media:
@@ -292,9 +351,9 @@ class NotificationAdmin(admin.ModelAdmin):
 
     list_display = (
         *("created_at", "recipient_address", "subject", "status_label", "attempts", "sent_at"),
-        "error",
+        *("server", "error"),
     )
-    list_filter = ("status", "created_at")
+    list_filter = ("status", "server", "created_at")
     search_fields = ("recipient", "subject", "message_id", "idempotency_key")
     date_hierarchy = "created_at"
     actions = ("retry_now", "cancel")
@@ -309,6 +368,7 @@ class NotificationAdmin(admin.ModelAdmin):
                     "next_attempt_at",
                     "last_error",
                     "sent_at",
+                    "server",
                     "message_id",
                     "settings_version",
                     "created_at",

@@ -15,7 +15,6 @@ from django.utils.translation import ngettext
 
 from notifications import quotas, services
 from notifications.models import (
-    ConnectBackoff,
     Notification,
     SmtpSettings,
     Status,
@@ -127,6 +126,38 @@ class HealthWarning:
 
 
 @dataclass(frozen=True)
+class FallbackState:
+    """Which server sends now, when a fallback is set, and why.
+
+    ``active``: sessions go to the fallback, since ``since``, because of ``reason`` (the
+    primary's pause or its last failure); ``problem``: why the fallback itself cannot be used.
+    """
+
+    fallback: SmtpSettings
+    active: bool = False
+    since: datetime | None = None
+    reason: str = ""
+    problem: str = ""
+    primary_paused: bool = False
+
+    @property
+    def message(self) -> str:
+        if self.active:
+            message = _("Using the fallback server since %(time)s: %(reason)s") % {
+                "time": _clock(self.since),
+                "reason": self.reason,
+            }
+            if self.primary_paused:  # no cool-down ends that: the administrator must act
+                message += " " + _("Fix the primary server's settings and save them to return.")
+            return message
+        if self.reason:  # the primary fails, and the fallback cannot take over
+            return _("The primary server fails (%(reason)s) and the fallback cannot take over.") % {
+                "reason": self.reason
+            }
+        return _("Using the primary server.")
+
+
+@dataclass(frozen=True)
 class Health:
     now: datetime
     settings: SmtpSettings
@@ -136,6 +167,13 @@ class Health:
     workers: Workers
     warnings: list[HealthWarning] = field(default_factory=list)
     daily_quota: DailyQuota | None = None
+    fallback: FallbackState | None = None
+
+    @property
+    def paused(self) -> bool:
+        """Nothing is sent until the settings are saved: the primary is paused, and no
+        fallback sends instead."""
+        return bool(self.settings.paused_reason) and not (self.fallback and self.fallback.active)
 
     @property
     def just_now(self) -> datetime:
@@ -147,6 +185,7 @@ def health(*, settings: SmtpSettings, now: datetime | None = None) -> Health:
     """Everything the panel shows, for the stored ``settings``."""
     now = now or timezone.now()
     workers = worker_summary()
+    fallback = fallback_state(settings)
     return Health(
         now=now,
         settings=settings,
@@ -154,12 +193,37 @@ def health(*, settings: SmtpSettings, now: datetime | None = None) -> Health:
         outbox=outbox_summary(),
         chart=hourly_chart(now=now),
         workers=workers,
-        warnings=warnings(settings=settings, workers=workers, now=now),
+        warnings=warnings(settings=settings, workers=workers, now=now, fallback=fallback),
         daily_quota=(
             DailyQuota(quotas.used("day", now=now), settings.rate_per_day)
             if settings.rate_per_day
             else None
         ),
+        fallback=fallback,
+    )
+
+
+def fallback_state(primary: SmtpSettings) -> FallbackState | None:
+    """Whether the fallback sends now and why (None without a fallback): it does while the
+    primary is paused or backed off, if it can send itself."""
+    fallback = SmtpSettings.load_fallback()
+    if fallback is None:
+        return None
+    since, reason = None, ""
+    if primary.paused_reason:
+        since, reason = primary.paused_at, primary.paused_reason
+    elif backoff := services.backed_off(SmtpSettings.PRIMARY_PK):
+        since, reason = backoff.since or backoff.failed_at, backoff.reason
+    problem = fallback.paused_reason
+    if not problem and (own := services.backed_off(SmtpSettings.FALLBACK_PK)):
+        problem = own.reason
+    return FallbackState(
+        fallback,
+        active=bool(reason) and fallback.can_send,
+        since=since,
+        reason=reason,
+        problem=problem,
+        primary_paused=bool(primary.paused_reason),
     )
 
 
@@ -228,12 +292,19 @@ def worker_summary() -> Workers:
     )
 
 
-def warnings(*, settings: SmtpSettings, workers: Workers, now: datetime) -> list[HealthWarning]:
+def warnings(
+    *,
+    settings: SmtpSettings,
+    workers: Workers,
+    now: datetime,
+    fallback: FallbackState | None = None,
+) -> list[HealthWarning]:
     """What needs attention, most urgent first: no worker, then risks in the stored settings."""
     found = [
         _worker_warning(workers, now),
         _capacity_warning(settings, workers),
-        _connection_warning(settings),
+        # While the fallback sends, its own line in the panel says why the primary is not used.
+        None if fallback and fallback.active else _connection_warning(settings),
         _rate_warning(settings, now),
     ]
     if settings.skip_verify:
@@ -299,7 +370,7 @@ def _capacity_warning(settings: SmtpSettings, workers: Workers) -> HealthWarning
 
 def _connection_warning(settings: SmtpSettings) -> HealthWarning | None:
     """Sessions that could not open charge no notification, so only this says why mail waits."""
-    backoff = ConnectBackoff.objects.filter(failures__gt=0).first()
+    backoff = services.backed_off(SmtpSettings.PRIMARY_PK)
     if backoff is None or settings.paused_reason:
         return None
     if backoff.throttled:

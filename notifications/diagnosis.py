@@ -57,7 +57,12 @@ def run_test(
     ``connect_only`` signs in and quits without a message ("Test connection"; ``to`` unused).
     """
     config = settings.to_smtp_config(password=password)
-    run = _start(by=by, to=to, settings_version=None if unsaved else settings.version)
+    run = _start(
+        by=by,
+        to=to,
+        settings_version=None if unsaved else settings.version,
+        server=settings.server,
+    )
     deadline = conf.get("TEST_DEADLINE_SECONDS")
     if connect_only:
         report = check_connection(config, deadline=deadline)
@@ -86,7 +91,9 @@ def outcome(report: DiagnosticReport) -> str:
     }
 
 
-def _start(*, by: AbstractBaseUser | None, to: str, settings_version: int | None) -> TestRun:
+def _start(
+    *, by: AbstractBaseUser | None, to: str, settings_version: int | None, server: str
+) -> TestRun:
     """Check the rate limit and record the run as started, atomically.
 
     Recording before the (up to 30 s) diagnosis means runs still in flight count too, so an
@@ -103,6 +110,7 @@ def _start(*, by: AbstractBaseUser | None, to: str, settings_version: int | None
             ok=False,
             summary=_("Started; the test did not finish."),
             settings_version=settings_version,
+            server=server,
         )
 
 

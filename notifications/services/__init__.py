@@ -20,6 +20,7 @@ from notifications.services.dispatch import deliver, describe, message_for, retr
 from notifications.services.hooks import send_robust
 from notifications.services.leases import (
     acquire_slot,
+    backed_off,
     claim_batch,
     free_slots,
     release_slot,
@@ -55,6 +56,7 @@ __all__ = [
     "NOTIFY_ARGUMENTS",
     "RESERVED_HEADERS",
     "acquire_slot",
+    "backed_off",
     "cancel",
     "claim_batch",
     "deliver",
