@@ -117,6 +117,7 @@ def test_after_the_cool_down_one_probe_brings_sending_back_to_the_primary(two_se
     assert services.deliver() == 3
     assert servers_of(again) == [Server.PRIMARY] * 3
     assert primary.state.total_sessions == sessions + 1  # one probe, which carried them all
+    assert len(fallback.messages) == 4
     assert not ConnectBackoff.objects.get(pk=PRIMARY).failures
     assert dashboard.health(settings=SmtpSettings.load()).fallback.message == (
         "Using the primary server."
@@ -164,6 +165,7 @@ def test_a_throttling_reply_before_data_sends_the_message_through_the_fallback(t
     assert services.deliver() == 1
     row.refresh_from_db()
     assert (row.status, row.server, row.attempts) == (Status.SENT, Server.FALLBACK, 1)
+    assert len(fallback.messages) == 1 and primary.messages == []
     backoff = ConnectBackoff.objects.get(pk=PRIMARY)
     assert backoff.throttled and "Server busy" in backoff.reason
     state = dashboard.health(settings=SmtpSettings.load()).fallback
@@ -258,6 +260,11 @@ def test_two_workers_fall_over_with_one_probe_per_cool_down_and_come_back(
     # 15 sessions at the least (2 messages each): the primary saw a probe per back-off (>= 0.8 s
     # each) and the first race of Batch, not one attempt per session.
     assert fallback.state.total_sessions >= 15
+    print(
+        f"\nprimary down: 30 sent by the fallback in {elapsed:.1f} s over "
+        f"{fallback.state.total_sessions} sessions; {primary.state.total_sessions} attempts at "
+        "the primary"
+    )
     assert primary.state.total_sessions <= 3 + elapsed / 0.8
     primary.handler.drop_at.clear()
     time.sleep(1.5)  # the cool-down ends; the next session to start is the probe
