@@ -163,12 +163,10 @@ class SmtpSettingsAdmin(admin.ModelAdmin):
         return super().changeform_view(request, *args, **kwargs)
 
     def changelist_view(self, request: HttpRequest, extra_context=None):
-        """There is one record: the list would be a list of one, so go straight to it."""
+        """A list of one or two: go straight to the primary's page (it links the fallback's)."""
         if not self.has_view_or_change_permission(request):
             raise PermissionDenied
-        return HttpResponseRedirect(
-            reverse("admin:notifications_smtpsettings_change", args=[SmtpSettings.SINGLETON_PK])
-        )
+        return HttpResponseRedirect(_change_url(SmtpSettings.PRIMARY_PK))
 
     def get_object(self, request: HttpRequest, object_id: str, from_field=None):
         """The primary's record (pk 1), or the fallback's (pk 2): a new one, not saved until
@@ -251,8 +249,12 @@ class SmtpSettingsAdmin(admin.ModelAdmin):
             for p in PROVIDERS
         ]
         # The stored settings, not ``original``: a form that failed validation has written
-        # its typed values onto that instance.
-        context["health"] = dashboard.health(settings=SmtpSettings.load())
+        # its typed values onto that instance. The fallback's page shows only which server
+        # sends: the panel's warnings are about the primary's fields.
+        if obj is not None and obj.is_fallback:
+            context["fallback_state"] = dashboard.fallback_state(SmtpSettings.load())
+        else:
+            context["health"] = dashboard.health(settings=SmtpSettings.load())
         return super().render_change_form(request, context, *args, **kwargs)
 
     def save_model(self, request: HttpRequest, obj: SmtpSettings, form, change: bool) -> None:

@@ -70,8 +70,6 @@ class SmtpSettings(models.Model):
 
     PRIMARY_PK = 1
     FALLBACK_PK = 2
-    #: The primary's record; kept under this name for the callers that mean "the settings".
-    SINGLETON_PK = PRIMARY_PK
     #: The fields that hold for both servers together, set on the primary only.
     PRIMARY_ONLY_FIELDS = ("batch", "rate_per_minute", "rate_per_hour", "rate_per_day")
 

@@ -260,6 +260,7 @@ def test_two_workers_fall_over_with_one_probe_per_cool_down_and_come_back(
     # 15 sessions at the least (2 messages each): the primary saw a probe per back-off (>= 0.8 s
     # each) and the first race of Batch, not one attempt per session.
     assert fallback.state.total_sessions >= 15
+    assert fallback.state.peak_sessions <= 3  # the primary's Batch caps the fallback too
     print(
         f"\nprimary down: 30 sent by the fallback in {elapsed:.1f} s over "
         f"{fallback.state.total_sessions} sessions; {primary.state.total_sessions} attempts at "

@@ -195,6 +195,7 @@ def test_the_fallback_page_saves_audits_and_never_shows_its_password(admin_clien
         assert CANARY not in html
     html = admin_client.get(FALLBACK_URL).content.decode()
     assert "Remove the fallback server" in html and "smtp.backup.example" in html
+    assert "Using the primary server." in html and "No worker has reported" not in html
     assert "Fallback server: smtp.backup.example:587, STARTTLS." in (
         admin_client.get(PRIMARY_URL).content.decode()
     )
