@@ -9,7 +9,7 @@ from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponseRedirect
 from django.template.loader import render_to_string
 from django.urls import path, reverse
-from django.utils import formats
+from django.utils import formats, timezone
 from django.utils.decorators import method_decorator
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
@@ -352,8 +352,8 @@ class NotificationAdmin(admin.ModelAdmin):
     """The delivery log: read-only rows, with "retry now" and "cancel" as the only changes."""
 
     list_display = (
-        *("created_at", "recipient_address", "subject", "status_label", "attempts", "sent_at"),
-        *("server", "error"),
+        *("created_at", "recipient_address", "subject", "status_label", "attempts", "sent"),
+        "error",
     )
     list_filter = ("status", "server", "created_at")
     search_fields = ("recipient", "subject", "message_id", "idempotency_key")
@@ -415,6 +415,18 @@ class NotificationAdmin(admin.ModelAdmin):
         """The address, allowed to wrap before its "@" in a narrow column."""
         local, at, domain = obj.recipient.rpartition("@")
         return format_html("{}<wbr>{}{}", local, at, domain) if at else obj.recipient
+
+    @admin.display(description=_("sent at"), ordering="sent_at")
+    def sent(self, obj: Notification):
+        """When, and through which server (a line of its own: no column more to fit)."""
+        if obj.sent_at is None:
+            return self.get_empty_value_display()
+        return format_html(
+            '{}<br><span class="delivery-server delivery-server-{}">{}</span>',
+            formats.localize(timezone.template_localtime(obj.sent_at)),
+            obj.server,
+            _("via %(server)s") % {"server": obj.get_server_display()} if obj.server else "",
+        )
 
     @admin.display(description=_("last error"))
     def error(self, obj: Notification):

@@ -9,6 +9,7 @@ import pytest
 from cryptography.fernet import Fernet
 from django.core.management import CommandError, call_command
 from django.urls import reverse
+from django.utils import timezone
 
 from notifications.models import Notification, SettingsChange, SmtpSettings, Status, TestRun
 
@@ -246,14 +247,46 @@ def test_test_connection_on_the_fallback_page_tests_the_fallback(
 
 def test_the_delivery_log_names_the_server(admin_client):
     sent = Notification.objects.create(
-        recipient="a@example.com", subject="via backup", status=Status.SENT, server="fallback"
+        recipient="a@example.com",
+        subject="via backup",
+        status=Status.SENT,
+        sent_at=timezone.now(),
+        server="fallback",
     )
     listing = admin_client.get(reverse("admin:notifications_notification_changelist"))
     html = listing.content.decode()
-    assert "column-server" in html and ">fallback<" in html
+    assert "via fallback" in html
     filtered = admin_client.get(
         reverse("admin:notifications_notification_changelist") + "?server__exact=fallback"
     )
     assert "via backup" in filtered.content.decode()
     detail = admin_client.get(reverse("admin:notifications_notification_change", args=[sent.pk]))
     assert '<div class="form-row field-server">' in detail.content.decode()
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_an_administrator_sets_up_and_removes_the_fallback_in_the_browser(admin_page, primary):
+    from playwright.sync_api import expect
+
+    page = admin_page
+    page.goto(PRIMARY_URL)
+    page.get_by_role("link", name="Set up a fallback server").click()
+    expect(page.locator("h1")).to_have_text("Fallback SMTP server")
+    expect(page.locator("#id_batch")).to_have_count(0)
+    page.fill("#id_host", "smtp.backup.example")
+    page.fill("#id_username", "robot@backup.example")
+    page.fill("#id_password", CANARY)
+    page.fill("#id_from_address", "Backup <robot@backup.example>")
+    page.get_by_role("button", name="Save and continue editing").click()
+    expect(page.locator(".messagelist")).to_be_visible()
+    expect(page.locator(".smtp-fallback")).to_contain_text("Using the primary server.")
+    assert CANARY not in page.content()
+    assert SmtpSettings.load_fallback().get_password() == CANARY
+    page.get_by_role("link", name="Back to the primary server").click()
+    expect(page.locator(".smtp-servers")).to_contain_text("smtp.backup.example:587")
+    page.get_by_role("link", name="Change the fallback server").click()
+    page.get_by_role("button", name="Remove the fallback server").click()
+    expect(page.locator(".messagelist")).to_contain_text("The fallback server was removed.")
+    expect(page.get_by_role("link", name="Set up a fallback server")).to_be_visible()
+    assert SmtpSettings.load_fallback() is None
