@@ -305,7 +305,7 @@ def warnings(
         _capacity_warning(settings, workers),
         # While the fallback sends, its own line in the panel says why the primary is not used.
         None if fallback and fallback.active else _connection_warning(settings),
-        _rate_warning(settings, now),
+        _rate_warning(settings, now, fallback=fallback),
     ]
     if settings.skip_verify:
         found.append(
@@ -395,10 +395,13 @@ def _connection_warning(settings: SmtpSettings) -> HealthWarning | None:
     )
 
 
-def _rate_warning(settings: SmtpSettings, now: datetime) -> HealthWarning | None:
-    """A full rate-limit window: what waits, and until when."""
+def _rate_warning(
+    settings: SmtpSettings, now: datetime, *, fallback: FallbackState | None = None
+) -> HealthWarning | None:
+    """A full rate-limit window: what waits, and until when (the limits hold for the fallback
+    too, so a paused primary hides it only when no fallback sends)."""
     refusal = quotas.next_send_at(quotas.limits_of(settings), now=now)
-    if refusal is None or settings.paused_reason:
+    if refusal is None or (settings.paused_reason and not (fallback and fallback.active)):
         return None
     return HealthWarning(
         _("Rate limited: the next send is at %(time)s, when the limits allow it again.")

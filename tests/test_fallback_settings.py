@@ -11,6 +11,7 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 from django.utils import timezone
 
+from notifications import services
 from notifications.models import Notification, SettingsChange, SmtpSettings, Status, TestRun
 
 pytestmark = pytest.mark.django_db
@@ -200,6 +201,20 @@ def test_the_fallback_page_saves_audits_and_never_shows_its_password(admin_clien
     assert "Fallback server: smtp.backup.example:587, STARTTLS." in (
         admin_client.get(PRIMARY_URL).content.decode()
     )
+
+
+def test_the_panel_says_the_fallback_sends_for_a_paused_primary_rather_than_paused(
+    admin_client, primary
+):
+    admin_client.post(FALLBACK_URL, FALLBACK_FORM)
+    services.pause(primary.version, "[auth] 535 5.7.8 Authentication failed")
+    html = admin_client.get(PRIMARY_URL).content.decode()
+    assert "Using the fallback server since " in html
+    assert "[auth] 535 5.7.8 Authentication failed" in html
+    assert "Sending is paused" not in html
+    services.pause(SmtpSettings.load_fallback().version, "[tls] untrusted", server=2)
+    html = admin_client.get(PRIMARY_URL).content.decode()
+    assert "Sending is paused" in html and "The fallback server cannot be used: [tls]" in html
 
 
 def test_an_invalid_fallback_is_refused_and_nothing_is_stored(admin_client, primary):
