@@ -81,6 +81,7 @@ def test_the_command_sets_shows_and_removes_the_fallback(primary, monkeypatch):
         "changed",
     )
     assert CANARY not in str(change.changes)
+    assert "batch" not in change.changes and "rate_per_day" not in change.changes
     primary.refresh_from_db()
     assert primary.version == 1  # the primary is untouched
     assert "fallback: 127.0.0.1:2525, None (plaintext)" in run()

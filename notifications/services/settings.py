@@ -111,6 +111,8 @@ def _last_version(server: str) -> int:
 def _changes(previous: SmtpSettings | None, current: SmtpSettings) -> dict:
     changes: dict = {}
     for name in AUDITED_FIELDS:
+        if current.is_fallback and name in SmtpSettings.PRIMARY_ONLY_FIELDS:
+            continue  # not used for the fallback: no line in its audit trail
         old = getattr(previous, name) if previous else None
         new = getattr(current, name)
         if old != new:
