@@ -276,3 +276,24 @@ def test_two_workers_fall_over_with_one_probe_per_cool_down_and_come_back(
     print(f"\nafter the primary came back: {on_primary} of 30 sent by the primary")
     assert on_primary >= 26  # at most the sessions already open on the fallback finish there
     assert not ConnectBackoff.objects.get(pk=PRIMARY).failures
+
+
+@override_settings(NOTIFICATIONS=FAST)
+def test_a_session_on_the_fallback_ends_once_the_primary_is_usable_again(two_servers):
+    from notifications.services import dispatch, leases
+    from notifications.smtp import open_session
+
+    primary, fallback = two_servers
+    leases.connect_failed("[connect] refused")
+    record, main = SmtpSettings.load_fallback(), SmtpSettings.load()
+    config = record.to_smtp_config()
+    with open_session(config) as session:
+        drain = dispatch._Drain(session, config, record, main, 1, "token", time.monotonic() + 9)
+        assert drain._settings_current()  # the primary is backed off: stay
+        leases.connect_succeeded()  # a probe got through
+        assert not drain._settings_current()
+        services.pause(main.version, "[auth] 535")
+        assert drain._settings_current()  # paused: the fallback goes on
+        services.pause(record.version, "[auth] 535", server=FALLBACK)
+        assert not drain._settings_current()  # its own pause ends it
+    assert fallback.state.total_sessions == 1 and primary.state.total_sessions == 0
