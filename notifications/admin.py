@@ -1,4 +1,5 @@
-"""Admin: the single SMTP settings page (no list of one), its audit trail, and the delivery log."""
+"""Admin: the SMTP settings pages (the primary's, and the optional fallback's; no list), their
+audit trail, and the delivery log."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponseRedirect
 from django.template.loader import render_to_string
 from django.urls import path, reverse
-from django.utils import formats
+from django.utils import formats, timezone
 from django.utils.decorators import method_decorator
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
@@ -116,8 +117,11 @@ class SmtpSettingsAdmin(admin.ModelAdmin):
 
     def get_fieldsets(self, request: HttpRequest, obj=None):
         """Open "Advanced security" when an insecure option in it is on: a warning must not
-        point at a field hidden in a closed section."""
+        point at a field hidden in a closed section. The fallback's page has no Batch and no
+        rate limits: the primary's cap both servers."""
         fieldsets = super().get_fieldsets(request, obj)
+        if obj is not None and obj.is_fallback:
+            fieldsets = _without_primary_only_fields(fieldsets)
         if obj is None or not (obj.skip_verify or obj.allow_plaintext_login):
             return fieldsets
         return [
@@ -160,19 +164,23 @@ class SmtpSettingsAdmin(admin.ModelAdmin):
         return super().changeform_view(request, *args, **kwargs)
 
     def changelist_view(self, request: HttpRequest, extra_context=None):
-        """There is one record: the list would be a list of one, so go straight to it."""
+        """A list of one or two: go straight to the primary's page (it links the fallback's)."""
         if not self.has_view_or_change_permission(request):
             raise PermissionDenied
-        return HttpResponseRedirect(
-            reverse("admin:notifications_smtpsettings_change", args=[SmtpSettings.SINGLETON_PK])
-        )
+        return HttpResponseRedirect(_change_url(SmtpSettings.PRIMARY_PK))
 
     def get_object(self, request: HttpRequest, object_id: str, from_field=None):
-        if str(object_id) != str(SmtpSettings.SINGLETON_PK):
+        """The primary's record (pk 1), or the fallback's (pk 2): a new one, not saved until
+        the page is, when no fallback is set yet."""
+        servers = {str(pk): pk for pk in (SmtpSettings.PRIMARY_PK, SmtpSettings.FALLBACK_PK)}
+        pk = servers.get(str(object_id))
+        if pk is None:
             return None
         if not self.has_view_or_change_permission(request):
             # Django answers 403 for it; a visit without permission must not create the record.
-            return SmtpSettings(pk=SmtpSettings.SINGLETON_PK)
+            return SmtpSettings(pk=pk)
+        if pk == SmtpSettings.FALLBACK_PK:
+            return SmtpSettings.load_fallback() or SmtpSettings(pk=pk)
         return SmtpSettings.load()
 
     def get_urls(self):
@@ -197,15 +205,38 @@ class SmtpSettingsAdmin(admin.ModelAdmin):
                 self.admin_site.admin_view(connection_view),
                 name=f"{opts.app_label}_{opts.model_name}_test_connection",
             ),
+            path(
+                "fallback/remove/",
+                self.admin_site.admin_view(require_POST(self.remove_fallback_view)),
+                name=f"{opts.app_label}_{opts.model_name}_remove_fallback",
+            ),
             *super().get_urls(),
         ]
+
+    def remove_fallback_view(self, request: HttpRequest):
+        """Remove the fallback server (audited), then show the primary's page."""
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        if services.remove_fallback(by=request.user):
+            self.message_user(request, _("The fallback server was removed."), messages.SUCCESS)
+        return HttpResponseRedirect(_change_url(SmtpSettings.PRIMARY_PK))
 
     def render_change_form(self, request, context, *args, **kwargs):
         # The test view passes the bound forms and the result; the plain page starts afresh.
         context.setdefault("test_form", TestEmailForm(initial={"to": request.user.email}))
         context["test_deadline"] = conf.get("TEST_DEADLINE_SECONDS")
+        obj = kwargs.get("obj") or context.get("original")
+        fallback = SmtpSettings.load_fallback()
         # The title names what is saved, not what a failed form wrote onto the instance.
-        context["subtitle"] = str(SmtpSettings.load())
+        if obj is not None and obj.is_fallback:
+            context["title"] = _("Fallback SMTP server")
+            context["subtitle"] = str(fallback) if fallback else _("not set")
+            context["primary_url"] = _change_url(SmtpSettings.PRIMARY_PK)
+            context["can_remove_fallback"] = fallback is not None
+        else:
+            context["subtitle"] = str(SmtpSettings.load())
+            context["fallback"] = fallback
+            context["fallback_url"] = _change_url(SmtpSettings.FALLBACK_PK)
         # The page's script keeps the test buttons disabled, counting down, until then.
         context["test_retry_after"] = diagnosis.seconds_until_allowed(request.user)
         context["providers"] = [
@@ -225,8 +256,14 @@ class SmtpSettingsAdmin(admin.ModelAdmin):
             for p in PROVIDERS
         ]
         # The stored settings, not ``original``: a form that failed validation has written
-        # its typed values onto that instance.
-        context["health"] = dashboard.health(settings=SmtpSettings.load())
+        # its typed values onto that instance. The fallback's page shows only which server
+        # sends: the panel's warnings are about the primary's fields.
+        if obj is not None and obj.is_fallback:
+            context["fallback_state"] = dashboard.fallback_state(
+                SmtpSettings.load(), dashboard.connect_backoff()
+            )
+        else:
+            context["health"] = dashboard.health(settings=SmtpSettings.load())
         return super().render_change_form(request, context, *args, **kwargs)
 
     def save_model(self, request: HttpRequest, obj: SmtpSettings, form, change: bool) -> None:
@@ -240,11 +277,31 @@ class SmtpSettingsAdmin(admin.ModelAdmin):
         return super().response_change(request, obj)
 
 
+def _change_url(pk: int) -> str:
+    return reverse("admin:notifications_smtpsettings_change", args=[pk])
+
+
+def _without_primary_only_fields(fieldsets):
+    """The fieldsets less Batch and the rate limits, which are the primary server's."""
+    trimmed = []
+    for name, options in fieldsets:
+        fields = [f for f in options["fields"] if f not in SmtpSettings.PRIMARY_ONLY_FIELDS]
+        if fields != list(options["fields"]):
+            options = {**options, "fields": fields}
+            if "description" in options:
+                options["description"] = _(
+                    "Batch and the rate limits are the primary server's: they cap both servers "
+                    "together."
+                )
+        trimmed.append((name, options))
+    return trimmed
+
+
 @admin.register(SettingsChange)
 class SettingsChangeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("changed_at", "version", "changed_by", "source", "summary")
-    list_filter = ("source",)
-    fields = ("changed_at", "changed_by", "version", "source", "summary")
+    list_display = ("changed_at", "server", "version", "changed_by", "source", "summary")
+    list_filter = ("server", "source")
+    fields = ("changed_at", "changed_by", "server", "version", "source", "summary")
     readonly_fields = fields
 
     @admin.display(description=_("changes"))
@@ -260,15 +317,16 @@ class TestRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Every "Send test email", newest first; a run's page shows its stored report."""
 
     list_display = (
-        *("created_at", "created_by", "kind", "tested", "values", "recipient", "ok"),
-        *("failed_step_label", "summary_shown"),
+        *("created_at", "created_by", "kind", "server", "tested", "values", "recipient"),
+        *("ok", "failed_step_label", "summary_shown"),
     )
-    list_filter = ("ok", "kind", "saved", "created_at")
+    list_filter = ("ok", "kind", "server", "saved", "created_at")
     search_fields = ("recipient", "summary", "host", "username")
     date_hierarchy = "created_at"
     fields = (
-        *("created_at", "created_by", "kind", "host", "port", "security", "auth_method"),
-        *("username", "saved", "settings_version", "recipient", "ok", "stored_report"),
+        *("created_at", "created_by", "kind", "server", "host", "port", "security"),
+        *("auth_method", "username", "saved", "settings_version", "recipient", "ok"),
+        "stored_report",
     )
     readonly_fields = fields
 
@@ -322,10 +380,10 @@ class NotificationAdmin(admin.ModelAdmin):
     """The delivery log: read-only rows, with "retry now" and "cancel" as the only changes."""
 
     list_display = (
-        *("created_at", "recipient_address", "subject", "status_label", "attempts", "sent_at"),
+        *("created_at", "recipient_address", "subject", "status_label", "attempts", "sent"),
         "error",
     )
-    list_filter = ("status", "created_at")
+    list_filter = ("status", "server", "created_at")
     search_fields = ("recipient", "subject", "message_id", "idempotency_key")
     date_hierarchy = "created_at"
     actions = ("retry_now", "cancel")
@@ -340,6 +398,7 @@ class NotificationAdmin(admin.ModelAdmin):
                     "next_attempt_at",
                     "last_error_shown",
                     "sent_at",
+                    "server",
                     "message_id",
                     "settings_version",
                     "created_at",
@@ -387,6 +446,18 @@ class NotificationAdmin(admin.ModelAdmin):
         """The address, allowed to wrap before its "@" in a narrow column."""
         local, at, domain = obj.recipient.rpartition("@")
         return format_html("{}<wbr>{}{}", local, at, domain) if at else obj.recipient
+
+    @admin.display(description=_("sent at"), ordering="sent_at")
+    def sent(self, obj: Notification):
+        """When, and through which server (a line of its own: no column more to fit)."""
+        if obj.sent_at is None:
+            return self.get_empty_value_display()
+        return format_html(
+            '{}<br><span class="delivery-server delivery-server-{}">{}</span>',
+            formats.localize(timezone.template_localtime(obj.sent_at)),
+            obj.server,
+            _("via %(server)s") % {"server": obj.get_server_display()} if obj.server else "",
+        )
 
     @admin.display(description=_("last error"))
     def error(self, obj: Notification):

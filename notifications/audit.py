@@ -29,6 +29,8 @@ def _line(name: str, change) -> str:
 def _label(name: str) -> str:
     if name == "password":
         return str(_("Password"))
+    if name == "fallback":  # the whole fallback server, removed
+        return str(_("Fallback server"))
     try:
         return str(capfirst(SmtpSettings._meta.get_field(name).verbose_name))
     except FieldDoesNotExist:  # a field a later version dropped: its name is all there is

@@ -17,6 +17,7 @@ from notifications import phrases, quotas, services
 from notifications.models import (
     ConnectBackoff,
     Notification,
+    Server,
     SmtpSettings,
     Status,
     TestRun,
@@ -141,6 +142,38 @@ class SendingState:
 
 
 @dataclass(frozen=True)
+class FallbackState:
+    """Which server sends now, when a fallback is set, and why.
+
+    ``active``: sessions go to the fallback, since ``since``, because of ``reason`` (the
+    primary's pause or its last failure); ``problem``: why the fallback itself cannot be used.
+    """
+
+    fallback: SmtpSettings
+    active: bool = False
+    since: datetime | None = None
+    reason: str = ""
+    problem: str = ""
+    primary_paused: bool = False
+
+    @property
+    def message(self) -> str:
+        if self.active:
+            message = _("Using the fallback server since %(time)s: %(reason)s") % {
+                "time": _clock(self.since),
+                "reason": self.reason,
+            }
+            if self.primary_paused:  # no cool-down ends that: the administrator must act
+                message += " " + _("Fix the primary server's settings and save them to return.")
+            return message
+        if self.reason:  # the primary fails, and the fallback cannot take over
+            return _("The primary server fails (%(reason)s) and the fallback cannot take over.") % {
+                "reason": self.reason
+            }
+        return _("Using the primary server.")
+
+
+@dataclass(frozen=True)
 class Health:
     now: datetime
     settings: SmtpSettings
@@ -154,6 +187,13 @@ class Health:
     #: A test of unsaved values newer than ``last_test``: shown as such, never as their state.
     scratch_test: TestRun | None = None
     state: SendingState | None = None
+    fallback: FallbackState | None = None
+
+    @property
+    def paused(self) -> bool:
+        """Nothing is sent until the settings are saved: the primary is paused, and no
+        fallback sends instead."""
+        return bool(self.settings.paused_reason) and not (self.fallback and self.fallback.active)
 
     @property
     def just_now(self) -> datetime:
@@ -172,23 +212,51 @@ def health(*, settings: SmtpSettings, now: datetime | None = None) -> Health:
     """Everything the panel shows, for the stored ``settings``."""
     now = now or timezone.now()
     workers = worker_summary()
-    backoff = connect_backoff()  # read once: the Settings state and a warning both need it
+    backoff = connect_backoff()  # read once: the Settings state, the fallback and a warning
+    fallback = fallback_state(settings, backoff)
     last_test, scratch_test = latest_tests()
     return Health(
         now=now,
         settings=settings,
         last_test=last_test,
         scratch_test=scratch_test,
-        state=sending_state(settings, backoff),
+        state=sending_state(settings, backoff, fallback),
         outbox=outbox_summary(),
         chart=hourly_chart(now=now),
         workers=workers,
-        warnings=warnings(settings=settings, workers=workers, now=now, backoff=backoff),
+        warnings=warnings(
+            settings=settings, workers=workers, now=now, backoff=backoff, fallback=fallback
+        ),
         daily_quota=(
             DailyQuota(quotas.used("day", now=now), settings.rate_per_day)
             if settings.rate_per_day
             else None
         ),
+        fallback=fallback,
+    )
+
+
+def fallback_state(primary: SmtpSettings, backoff: ConnectBackoff | None) -> FallbackState | None:
+    """Whether the fallback sends now and why (None without a fallback): it does while the
+    primary is paused or backed off (``backoff``, the primary's), if it can send itself."""
+    fallback = SmtpSettings.load_fallback()
+    if fallback is None:
+        return None
+    since, reason = None, ""
+    if primary.paused_reason:
+        since, reason = primary.paused_at, primary.paused_text
+    elif backoff is not None:
+        since, reason = backoff.since or backoff.failed_at, _shown_reason(backoff)
+    problem = fallback.paused_text
+    if not problem and (own := services.backed_off(SmtpSettings.FALLBACK_PK)):
+        problem = _shown_reason(own)
+    return FallbackState(
+        fallback,
+        active=bool(reason) and fallback.can_send,
+        since=since,
+        reason=reason,
+        problem=problem,
+        primary_paused=bool(primary.paused_reason),
     )
 
 
@@ -197,7 +265,9 @@ def latest_tests() -> tuple[TestRun | None, TestRun | None]:
     when there is none): one query."""
 
     def latest(*, saved: bool) -> Subquery:
-        return Subquery(TestRun.objects.filter(saved=saved).values("pk")[:1])
+        # The primary's: the fallback's tests are listed with the test emails, not its state.
+        tests = TestRun.objects.filter(saved=saved, server=Server.PRIMARY)
+        return Subquery(tests.values("pk")[:1])
 
     runs = list(
         TestRun.objects.filter(Q(pk=latest(saved=True)) | Q(pk=latest(saved=False)))
@@ -217,16 +287,34 @@ def _order(run: TestRun) -> tuple[datetime, int]:
 
 
 def connect_backoff() -> ConnectBackoff | None:
-    """The shared connection back-off while it holds sessions back, else None."""
-    return ConnectBackoff.objects.filter(failures__gt=0).first()
+    """The primary server's connection back-off while it holds sessions back, else None."""
+    return services.backed_off(SmtpSettings.PRIMARY_PK)
 
 
-def sending_state(settings: SmtpSettings, backoff: ConnectBackoff | None) -> SendingState:
+def _shown_reason(backoff: ConnectBackoff) -> str:
+    """A back-off's reason in the reader's language."""
+    return phrases.shown(backoff.reason, backoff.reason_detail)
+
+
+def sending_state(
+    settings: SmtpSettings,
+    backoff: ConnectBackoff | None,
+    fallback: FallbackState | None = None,
+) -> SendingState:
     """Configured and sending, or what stops or delays it: paused (until saved), the server out
-    of reach, the provider throttling (both end by themselves)."""
+    of reach, the provider throttling (both end by themselves); amber while the fallback sends
+    in the primary's place (its own line says since when and why)."""
     if not settings.is_configured:
         return SendingState("bad", _("Not configured"), _("choose a provider preset below"))
     server = server_name(settings.host, settings.port)
+    if fallback is not None and fallback.active:
+        spare = fallback.fallback
+        return SendingState(
+            "warn",
+            _("Configured, sending through the fallback server"),
+            _("%(server)s instead of %(primary)s")
+            % {"server": server_name(spare.host, spare.port), "primary": server},
+        )
     if settings.paused_reason:
         # The reason is the alert atop the panel; here, that nothing goes out until a save.
         detail = _("%(server)s; paused until the settings are saved") % {"server": server}
@@ -323,7 +411,12 @@ _READ = object()
 
 
 def warnings(
-    *, settings: SmtpSettings, workers: Workers, now: datetime, backoff: object = _READ
+    *,
+    settings: SmtpSettings,
+    workers: Workers,
+    now: datetime,
+    backoff: object = _READ,
+    fallback: FallbackState | None = None,
 ) -> list[HealthWarning]:
     """What needs attention, most urgent first: no worker, then risks in the stored settings."""
     if backoff is _READ:
@@ -331,8 +424,9 @@ def warnings(
     found = [
         _worker_warning(workers, now),
         _capacity_warning(settings, workers),
-        _connection_warning(settings, backoff),
-        _rate_warning(settings, now),
+        # While the fallback sends, its own line in the panel says why the primary is not used.
+        None if fallback and fallback.active else _connection_warning(settings, backoff),
+        _rate_warning(settings, now, fallback=fallback),
     ]
     if settings.skip_verify:
         found.append(
@@ -401,7 +495,7 @@ def _connection_warning(
     """Sessions that could not open charge no notification, so only this says why mail waits."""
     if backoff is None or settings.paused_reason:
         return None
-    reason = phrases.shown(backoff.reason, backoff.reason_detail)  # in the reader's language
+    reason = _shown_reason(backoff)
     if backoff.throttled:
         return HealthWarning(
             _(
@@ -424,10 +518,13 @@ def _connection_warning(
     )
 
 
-def _rate_warning(settings: SmtpSettings, now: datetime) -> HealthWarning | None:
-    """A full rate-limit window: what waits, and until when."""
+def _rate_warning(
+    settings: SmtpSettings, now: datetime, *, fallback: FallbackState | None = None
+) -> HealthWarning | None:
+    """A full rate-limit window: what waits, and until when (the limits hold for the fallback
+    too, so a paused primary hides it only when no fallback sends)."""
     refusal = quotas.next_send_at(quotas.limits_of(settings), now=now)
-    if refusal is None or settings.paused_reason:
+    if refusal is None or (settings.paused_reason and not (fallback and fallback.active)):
         return None
     return HealthWarning(
         _("Rate limited: the next send is at %(time)s, when the limits allow it again.")

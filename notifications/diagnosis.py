@@ -62,7 +62,7 @@ def run_test(
     config = settings.to_smtp_config(password=password)
     target = Target.of(config, saved=not unsaved)
     kind = TestKind.CONNECTION if connect_only else TestKind.EMAIL
-    run = _start(by=by, to=to, target=target, kind=kind)
+    run = _start(by=by, to=to, target=target, kind=kind, server=settings.server)
     deadline = conf.get("TEST_DEADLINE_SECONDS")
     if connect_only:
         report = check_connection(config, deadline=deadline)
@@ -95,7 +95,9 @@ def outcome(report: DiagnosticReport) -> str:
     }
 
 
-def _start(*, by: AbstractBaseUser | None, to: str, target: Target, kind: str) -> TestRun:
+def _start(
+    *, by: AbstractBaseUser | None, to: str, target: Target, kind: str, server: str = "primary"
+) -> TestRun:
     """Check the rate limit and record the run as started, atomically.
 
     Recording before the (up to 30 s) diagnosis means runs still in flight count too, so an
@@ -115,6 +117,7 @@ def _start(*, by: AbstractBaseUser | None, to: str, target: Target, kind: str) -
             report={"summary": to_json(started)},
             kind=kind,
             **target.as_dict(),
+            server=server,
         )
 
 

@@ -56,9 +56,14 @@ def report() -> dict[str, Any]:
         try:
             workers = services.live_workers().count()
             # Not SmtpSettings.load(): a probe must not write, and the row may not exist yet.
-            record = SmtpSettings.objects.filter(pk=SmtpSettings.SINGLETON_PK).first()
+            records = {r.pk: r for r in SmtpSettings.objects.all()}
+            record = records.get(SmtpSettings.PRIMARY_PK)
+            fallback = records.get(SmtpSettings.FALLBACK_PK)
             smtp_configured = bool(record and record.is_configured)
-            sending_paused = bool(record and record.paused_reason)
+            # A paused primary with a fallback that can send is not a pause of sending.
+            sending_paused = bool(record and record.paused_reason) and not (
+                fallback is not None and fallback.can_send
+            )
         except DatabaseError:
             database = False
     return {

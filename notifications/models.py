@@ -1,4 +1,5 @@
-"""SmtpSettings (the single settings record), its audit trail, the outbox and the send slots."""
+"""SmtpSettings (the primary server's record and the optional fallback's), its audit trail, the
+outbox and the send slots."""
 
 from __future__ import annotations
 
@@ -49,14 +50,29 @@ class AuthMechanism(models.TextChoices):
     LOGIN = "login", _("LOGIN")
 
 
+class Server(models.TextChoices):
+    """Which SMTP server: the primary, or the fallback used while the primary cannot be."""
+
+    PRIMARY = "primary", _("primary")
+    FALLBACK = "fallback", _("fallback")
+
+
 #: The security mode each well-known port expects, and the port each mode usually runs on.
 PORT_SECURITY = {465: Security.SSL, 587: Security.STARTTLS}
 
 
 class SmtpSettings(models.Model):
-    """The one SMTP settings record (pk 1). The password is stored encrypted and never shown."""
+    """An SMTP server's settings: the primary (pk 1) and, optionally, the fallback (pk 2).
 
-    SINGLETON_PK = 1
+    The fallback is used only while the primary cannot open a session (see services.dispatch);
+    its Batch and rate limits are ignored: the primary's cap both servers together. Secrets are
+    stored encrypted and never shown.
+    """
+
+    PRIMARY_PK = 1
+    FALLBACK_PK = 2
+    #: The fields that hold for both servers together, set on the primary only.
+    PRIMARY_ONLY_FIELDS = ("batch", "rate_per_minute", "rate_per_hour", "rate_per_day")
 
     provider = models.CharField(_("provider preset"), max_length=40, blank=True)
     host = models.CharField(
@@ -256,7 +272,9 @@ class SmtpSettings(models.Model):
         return f"{self.host}:{self.port}, {self.get_security_display()}"
 
     def save(self, *args, **kwargs):
-        self.pk = self.SINGLETON_PK
+        # Two records at most: anything but the fallback's is the primary's.
+        if self.pk != self.FALLBACK_PK:
+            self.pk = self.PRIMARY_PK
         super().save(*args, **kwargs)
 
     @property
@@ -359,9 +377,37 @@ class SmtpSettings(models.Model):
 
     @classmethod
     def load(cls) -> SmtpSettings:
-        """The settings record, created with defaults on first use."""
-        obj, _created = cls.objects.get_or_create(pk=cls.SINGLETON_PK)
+        """The primary server's record, created with defaults on first use."""
+        obj, _created = cls.objects.get_or_create(pk=cls.PRIMARY_PK)
         return obj
+
+    @classmethod
+    def load_fallback(cls) -> SmtpSettings | None:
+        """The fallback server's record, or None when no fallback is set."""
+        return cls.objects.filter(pk=cls.FALLBACK_PK).first()
+
+    @classmethod
+    def load_senders(cls) -> tuple[SmtpSettings, list[SmtpSettings]]:
+        """The primary's record, and the servers a session may use, in order: the primary, then
+        the fallback, each while it can send; none while the primary is not configured."""
+        primary = cls.load()
+        if not primary.is_configured:
+            return primary, []
+        candidates = (primary, cls.load_fallback())
+        return primary, [record for record in candidates if record is not None and record.can_send]
+
+    @property
+    def server(self) -> Server:
+        return Server.FALLBACK if self.pk == self.FALLBACK_PK else Server.PRIMARY
+
+    @property
+    def is_fallback(self) -> bool:
+        return self.pk == self.FALLBACK_PK
+
+    @property
+    def can_send(self) -> bool:
+        """Configured, and not paused by a setup problem."""
+        return self.is_configured and not self.paused_reason
 
     @property
     def is_configured(self) -> bool:
@@ -502,6 +548,9 @@ class SettingsChange(models.Model):
         help_text=_("Field name → [old, new]; the password appears only as “changed”."),
     )
     source = models.CharField(_("source"), max_length=40, default="admin")
+    server = models.CharField(
+        _("server"), max_length=10, choices=Server.choices, default=Server.PRIMARY
+    )
 
     class Meta:
         ordering = ["-changed_at", "-id"]
@@ -571,6 +620,13 @@ class Notification(models.Model):
     settings_version = models.PositiveIntegerField(_("settings version"), null=True, blank=True)
     created_at = models.DateTimeField(_("created at"), default=timezone.now, db_index=True)
     sent_at = models.DateTimeField(_("sent at"), null=True, blank=True)
+    server = models.CharField(
+        _("server"),
+        max_length=10,
+        choices=Server.choices,
+        blank=True,
+        help_text=_("Which SMTP server sent it: the primary, or the fallback."),
+    )
 
     objects = NotificationQuerySet.as_manager()
 
@@ -624,16 +680,17 @@ class SendSlot(models.Model):
 
 
 class ConnectBackoff(models.Model):
-    """The one record (pk 1) of failed attempts to open an SMTP session, shared by every worker.
+    """Failed attempts to open an SMTP session to one server, shared by every worker: its pk is
+    the server's SmtpSettings pk (1 the primary, 2 the fallback).
 
     While ``failures`` is above zero, a worker connects only after ``retry_at``, and the first one
     to move ``retry_at`` on is the only one that tries: one connection per back-off, whatever
     the number of workers, and no notification is charged for it.
     """
 
-    SINGLETON_PK = 1
-
     failures = models.PositiveIntegerField(default=0)
+    # When the current run of failures began: "using the fallback server since …".
+    since = models.DateTimeField(null=True, blank=True)
     retry_at = models.DateTimeField(null=True, blank=True)
     reason = models.TextField(blank=True)  # the last failure, sanitised like last_error
     reason_detail = models.JSONField(null=True, blank=True)  # its phrases (notifications.phrases)
@@ -722,6 +779,9 @@ class TestRun(models.Model):
     saved = models.BooleanField(_("saved settings"), default=False)
     #: The stored settings' version when the test ran (for unsaved values: the one typed over).
     settings_version = models.PositiveIntegerField(_("settings version"), null=True, blank=True)
+    server = models.CharField(
+        _("server"), max_length=10, choices=Server.choices, default=Server.PRIMARY
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]

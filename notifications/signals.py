@@ -22,6 +22,7 @@ notification_failed = Signal()
 #: ``by`` (the user, or None).
 notification_cancelled = Signal()
 
-#: Sent (robustly) after the SMTP settings were saved. Arguments: ``settings`` (the record),
-#: ``changes`` (field name → [old, new]; the password only as "changed").
+#: Sent (robustly) after the SMTP settings were saved. Arguments: ``settings`` (the record: the
+#: primary's or the fallback's, ``settings.server`` says which), ``changes`` (field name →
+#: [old, new]; the password only as "changed").
 smtp_settings_changed = Signal()

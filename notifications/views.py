@@ -170,7 +170,7 @@ class HealthPanelView(View):
     def get(self, request: HttpRequest, object_id: str) -> HttpResponse:
         admin = self.model_admin
         obj = admin.get_object(request, object_id)
-        if obj is None:
+        if obj is None or obj.is_fallback:  # the panel is the primary's (the sending state)
             raise Http404
         if not admin.has_view_or_change_permission(request, obj):
             raise PermissionDenied

@@ -71,12 +71,17 @@ def pytest_configure(config) -> None:
 
 @pytest.fixture
 def configure_smtp():
-    """Point the stored settings at a test server: ``configure_smtp(server, batch=3, ...)``."""
+    """Point the stored settings at a test server: ``configure_smtp(server, batch=3, ...)``;
+    with ``fallback=True``, the fallback server's settings."""
     from notifications import services
     from notifications.models import SmtpSettings
 
-    def configure(server, *, pki=None, username="", password=None, **fields):
-        record = SmtpSettings.load()
+    def configure(server, *, pki=None, username="", password=None, fallback=False, **fields):
+        if fallback:
+            pk = SmtpSettings.FALLBACK_PK
+            record = SmtpSettings.load_fallback() or SmtpSettings(pk=pk)
+        else:
+            record = SmtpSettings.load()
         record.host, record.port, record.security = "127.0.0.1", server.port, server.mode
         record.username = username
         record.from_address = fields.pop("from_address", "Site <noreply@example.com>")

@@ -237,7 +237,7 @@ def test_unreachable_server_backs_off_and_charges_no_row(closed_port, configure_
 def test_a_session_that_opens_ends_the_back_off(plain_smtp_server, configure_smtp):
     configure_smtp(plain_smtp_server)
     ConnectBackoff.objects.create(
-        pk=ConnectBackoff.SINGLETON_PK, failures=3, retry_at=timezone.now(), reason="[connect] down"
+        pk=SmtpSettings.PRIMARY_PK, failures=3, retry_at=timezone.now(), reason="[connect] down"
     )
     notifications.notify(recipients="a@example.com", subject="s", body="b")
     assert services.deliver() == 1
@@ -413,6 +413,7 @@ def test_postgres_hot_path_records_sent_and_starts_the_next_only_for_the_owner()
         "message_id": "<m@x>",
         "last_error": "",
         "settings_version": 1,
+        "server": "fallback",
     }
     later = timezone.now() + timedelta(minutes=5)
 
@@ -431,4 +432,5 @@ def test_postgres_hot_path_records_sent_and_starts_the_next_only_for_the_owner()
     first.refresh_from_db()
     second.refresh_from_db()
     assert (first.status, first.message_id, first.claim_token) == (Status.SENT, "<m@x>", "")
+    assert first.server == "fallback"
     assert (second.status, second.attempts, second.claimed_until) == (Status.SENDING, 1, later)

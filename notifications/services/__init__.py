@@ -2,7 +2,8 @@
 
 Admin views, tasks, signal receivers and management commands call in here:
 
-- ``settings``: save the SMTP settings as an audited version; pause dispatch on a setup problem.
+- ``settings``: save a server's SMTP settings as an audited version, remove the fallback; pause
+  a server on a setup problem.
 - ``outbox``: the ways in (``notify``), validation, the admin's "retry now" and "cancel".
 - ``dispatch``: the pipeline: one session per Batch slot, rows streamed through it.
 - ``leases``: claims on rows, send slots, the shared permit to reconnect after a failure.
@@ -19,6 +20,7 @@ from notifications.services.dispatch import deliver, describe, message_for, retr
 from notifications.services.hooks import send_robust
 from notifications.services.leases import (
     acquire_slot,
+    backed_off,
     claim_batch,
     free_slots,
     release_slot,
@@ -34,7 +36,12 @@ from notifications.services.outbox import (
     notify_from,
     retry_now,
 )
-from notifications.services.settings import AUDITED_FIELDS, pause, save_settings
+from notifications.services.settings import (
+    AUDITED_FIELDS,
+    pause,
+    remove_fallback,
+    save_settings,
+)
 from notifications.services.upkeep import (
     kick_workers,
     live_concurrency,
@@ -49,6 +56,7 @@ __all__ = [
     "NOTIFY_ARGUMENTS",
     "RESERVED_HEADERS",
     "acquire_slot",
+    "backed_off",
     "cancel",
     "claim_batch",
     "deliver",
@@ -63,6 +71,7 @@ __all__ = [
     "pause",
     "record_heartbeat",
     "release_slot",
+    "remove_fallback",
     "renew_slot",
     "retry_delay",
     "retry_now",

@@ -1,6 +1,11 @@
 """The send pipeline: a worker takes a Batch slot, opens one SMTP session, then streams due rows
 through it: claim a few, and for each attempt, send, record.
 
+The session goes to the primary server, or to the fallback while the primary cannot take one
+(paused, backed off, or it failed to open just now: DNS, connect, TLS, login) or throttled the
+sender; never because of what happened to a message once handed over. Batch and the rate limits
+are the primary's, for both servers together.
+
 Shape (Django's ``EmailBackend.send_messages`` is the model)::
 
     with open_session(config) as session:
@@ -58,20 +63,20 @@ def deliver(*, prefer: int | None = None) -> int:
     sent = 0
     budget_end = time.monotonic() + conf.get("DRAIN_SECONDS")
     while time.monotonic() < budget_end:
-        settings = SmtpSettings.load()
-        if settings.paused_reason or not settings.is_configured:
+        primary, servers = SmtpSettings.load_senders()
+        if not servers:
             break
         if not Notification.objects.due().exists():
             break
-        if (wait := quotas.next_send_at(quotas.limits_of(settings))) is not None:
+        if (wait := quotas.next_send_at(quotas.limits_of(primary))) is not None:
             _drain_again_at(wait)
             break
         token = uuid.uuid4().hex
-        slot = leases.acquire_slot(token, settings.batch)
+        slot = leases.acquire_slot(token, primary.batch)
         if slot is None:
             break
         try:
-            drained = _one_session(settings, slot, token, budget_end)
+            drained = _one_session(primary, servers, slot, token, budget_end)
         finally:
             leases.release_slot(slot, token)
         if drained is None:  # could not connect: backed off, or paused
@@ -80,26 +85,49 @@ def deliver(*, prefer: int | None = None) -> int:
     return sent
 
 
-def _one_session(settings: SmtpSettings, slot: int, token: str, budget_end: float) -> int | None:
-    """Open a session (or return None: backed off, paused) and drain due rows through it."""
+def _one_session(
+    primary: SmtpSettings, servers: list[SmtpSettings], slot: int, token: str, budget_end: float
+) -> int | None:
+    """Open a session to the first of ``servers`` that may be tried and opens (or return None:
+    each backed off, paused or failing) and drain due rows through it.
+
+    A primary that fails to open is recorded (backed off, or paused by a setup problem) and the
+    fallback is tried within the same slot. While the primary is backed off, the one worker
+    whose ``may_connect`` moves its back-off on probes it; that success brings every new session
+    back to the primary, and ends the fallback's (``_Drain._settings_current``).
+    """
+    for settings in servers:
+        if not leases.may_connect(settings.pk):
+            continue
+        opened = _open(settings)
+        if opened is None:
+            continue
+        session, config = opened
+        _ask_for_more_sessions(primary.batch)
+        with session:
+            return _Drain(session, config, settings, primary, slot, token, budget_end).run()
+    return None
+
+
+def _open(settings: SmtpSettings):
+    """(session, config) to ``settings``' server, or None after recording why it failed."""
     from notifications.smtp import open_session
 
-    if not leases.may_connect():
-        return None
     config = None
     started = time.monotonic()
     try:
         config = settings.to_smtp_config()
         session = open_session(config)
     except SmtpConfigurationError as error:
-        pause(settings.version, describe(error, config))
+        pause(settings.version, describe(error, config), server=settings.pk)
         return None
     except SmtpError as error:
         reason = describe(error, config)
-        delay = leases.connect_failed(reason)
+        delay = leases.connect_failed(reason, server=settings.pk)
         logger.warning(
-            "Could not open an SMTP session to %s:%s after %s ms: %s; trying again in %.0f s "
-            "(no notification is charged for it)",
+            "Could not open an SMTP session to the %s server %s:%s after %s ms: %s; trying it "
+            "again in %.0f s (no notification is charged for it)",
+            settings.server,
             settings.host,
             settings.port,
             round((time.monotonic() - started) * 1000),
@@ -108,12 +136,12 @@ def _one_session(settings: SmtpSettings, slot: int, token: str, budget_end: floa
         )
         return None
     except NotificationsError as error:  # e.g. the password cannot be decrypted
-        pause(settings.version, describe(_as_configuration_error(error), config))
+        pause(
+            settings.version, describe(_as_configuration_error(error), config), server=settings.pk
+        )
         return None
-    leases.connect_succeeded()
-    _ask_for_more_sessions(settings.batch)
-    with session:
-        return _Drain(session, config, settings, slot, token, budget_end).run()
+    leases.connect_succeeded(settings.pk)
+    return session, config
 
 
 def _drain_again_at(moment) -> None:
@@ -151,16 +179,17 @@ class _Drain:
 
     The settings are re-read every SETTINGS_CHECK_SECONDS (a changed version, a pause, or a Batch
     lowered below this slot ends the session) and the leases held renewed every quarter lease:
-    both by time, never per message.
+    both by time, never per message. ``settings`` is the server this session is open to;
+    ``primary`` holds Batch and the rate limits, which cap both servers together.
     """
 
-    def __init__(self, session, config, settings, slot: int, token: str, budget_end: float):
+    def __init__(self, session, config, settings, primary, slot: int, token: str, budget_end):
         self.session, self.config, self.settings = session, config, settings
         self.slot, self.token, self.budget_end = slot, token, budget_end
         self.claimed: deque[Notification] = deque()
         self.pending: _Outcome | None = None  # written with the next attempt's start
         self.sent = 0
-        self.limits = quotas.limits_of(settings)
+        self.limits = quotas.limits_of(primary)
         self.reservation: int | None = None  # the current attempt's place in the rate windows
 
     def run(self) -> int:
@@ -205,17 +234,27 @@ class _Drain:
         return self.sent
 
     def _settings_current(self) -> bool:
-        current = (
-            SmtpSettings.objects.filter(pk=self.settings.pk)
-            .values_list("version", "batch", "paused_reason")
-            .first()
-        )
-        return not (
-            current is None
-            or current[0] != self.settings.version
-            or current[2]
-            or self.slot > current[1]
-        )
+        """This server's settings unchanged and not paused, this slot within the primary's
+        Batch, and, on the fallback, the primary still unusable."""
+        primary_pk = SmtpSettings.PRIMARY_PK
+        current = {
+            pk: rest
+            for pk, *rest in SmtpSettings.objects.filter(
+                pk__in={self.settings.pk, primary_pk}
+            ).values_list("pk", "version", "batch", "paused_reason")
+        }
+        mine, primary = current.get(self.settings.pk), current.get(primary_pk)
+        if (
+            mine is None
+            or primary is None
+            or mine[0] != self.settings.version
+            or mine[2]
+            or self.slot > primary[1]
+        ):
+            return False
+        if self.settings.is_fallback and not primary[2]:
+            return leases.backed_off(primary_pk) is not None  # the primary is back: go to it
+        return True
 
     def _reserve(self, row: Notification) -> bool:
         """A place for ``row`` in the rate-limit windows. When they are full, wait for the moment
@@ -257,6 +296,7 @@ class _Drain:
             "message_id": row.message_id,
             "last_error": "",
             "settings_version": self.settings.version,
+            "server": self.settings.server,
         }
         return _Outcome(row, "sent", started, fields)
 
@@ -274,7 +314,8 @@ class _Drain:
             quotas.refund(self.reservation)  # nothing was accepted: the provider counted none
         if throttle:
             # The provider limits the sender, whatever the message: it is not charged, and every
-            # worker backs off (see _announce).
+            # worker backs off this server (see _announce), so the next session goes to the
+            # fallback if there is one. Refused, the message was not accepted: no duplicate.
             fields = {**base, "attempts": F("attempts") - 1, "next_attempt_at": now}
             return _Outcome(row, "throttled", started, fields, error, reason, throttle.daily)
         if isinstance(error, SmtpConfigurationError):
@@ -365,13 +406,13 @@ class _Drain:
         if outcome.kind in ("paused", "throttled"):
             row.attempts -= 1  # given back, so the log agrees with the row
         if outcome.kind == "paused":
-            pause(self.settings.version, outcome.reason)
+            pause(self.settings.version, outcome.reason, server=self.settings.pk)
         elif outcome.kind == "throttled":
-            _back_off_throttled(self.settings, outcome)
+            _back_off_throttled(self.settings.pk, self.limits, outcome)
         if written in ("sent", "sent-claim-lost"):
             self.sent += 1
             row.status, row.sent_at = Status.SENT, outcome.fields["sent_at"]
-            row.settings_version = self.settings.version
+            row.settings_version, row.server = self.settings.version, self.settings.server
             send_robust(notification_sent, sender=Notification, notification=row)
         elif written == "failed":
             row.status, row.last_error = Status.FAILED, outcome.reason
@@ -382,20 +423,21 @@ class _Drain:
         _log_attempt(row, self.settings, outcome, written or "claim-lost")
 
 
-def _back_off_throttled(settings: SmtpSettings, outcome: _Outcome) -> None:
-    """Every worker waits after a throttling reply; after a daily-quota one, until the day's
-    window has room (when a daily limit is set) and at least THROTTLE_DAILY_SECONDS."""
+def _back_off_throttled(server: int, limits: quotas.RateLimits, outcome: _Outcome) -> None:
+    """Every worker waits for ``server`` after a throttling reply; after a daily-quota one, until
+    the day's window has room (when a daily limit is set) and at least THROTTLE_DAILY_SECONDS."""
     at_least = 0.0
     if outcome.daily:
         at_least = conf.get("THROTTLE_DAILY_SECONDS")
-        if window_opens := quotas.next_send_at(quotas.limits_of(settings)):
+        if window_opens := quotas.next_send_at(limits):
             at_least = max(at_least, (window_opens - timezone.now()).total_seconds())
     error = outcome.error
     # The server's own words, which the health panel quotes ("throttled by the provider until…").
     words = f"{error.code} {error.reply}" if error is not None and error.code else outcome.reason
-    delay = leases.connect_failed(words, throttled=True, at_least=at_least)
+    delay = leases.connect_failed(words, server=server, throttled=True, at_least=at_least)
     logger.warning(
-        "Throttled by the provider (%s); every worker waits %.0f s, no notification is charged",
+        "Throttled by the provider (%s); every worker waits %.0f s for this server, no "
+        "notification is charged",
         outcome.reason,
         delay,
     )
@@ -486,6 +528,7 @@ def _log_attempt(row: Notification, settings, outcome: _Outcome, written: str) -
     fields = {
         "notification_id": row.pk,
         "settings_version": settings.version,
+        "server": settings.server,
         "host": settings.host,
         "port": settings.port,
         "security": settings.security,
@@ -498,7 +541,7 @@ def _log_attempt(row: Notification, settings, outcome: _Outcome, written: str) -
     logger.log(
         logging.INFO if written.startswith("sent") or written == "retry" else logging.WARNING,
         "delivery attempt %(notification_id)s: %(outcome)s (code %(reply_code)s%(step_text)s) "
-        "via %(host)s:%(port)s/%(security)s, attempt %(attempt)s, %(duration_ms)s ms, "
+        "via %(server)s %(host)s:%(port)s/%(security)s, attempt %(attempt)s, %(duration_ms)s ms, "
         "settings v%(settings_version)s",
         {**fields, "step_text": f" at {fields['step']}" if fields["step"] else ""},
         extra=fields,

@@ -32,7 +32,7 @@ def record_sent_and_start(
         WITH done AS (
             UPDATE {table}
             SET status = %s, sent_at = %s, message_id = %s, last_error = %s,
-                settings_version = %s, claim_token = '', claimed_until = NULL
+                settings_version = %s, server = %s, claim_token = '', claimed_until = NULL
             WHERE id = %s AND claim_token = %s AND status = %s
             RETURNING 1
         ), started AS (
@@ -49,6 +49,7 @@ def record_sent_and_start(
         fields["message_id"],
         fields["last_error"],
         fields["settings_version"],
+        fields["server"],
         row_id,
         token,
         Status.SENDING,

@@ -20,11 +20,13 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from notifications import conf
-from notifications.models import ConnectBackoff, Notification, SendSlot, Status
+from notifications.models import ConnectBackoff, Notification, SendSlot, SmtpSettings, Status
 from notifications.services.hooks import send_robust
 from notifications.signals import notification_failed
 
 logger = logging.getLogger("notifications.services")
+
+PRIMARY = SmtpSettings.PRIMARY_PK
 
 
 def lease_end():
@@ -196,15 +198,19 @@ def _holder() -> str:
 
 
 # --- the permit to connect ---------------------------------------------------------------------
+# One back-off per server (``server`` is its SmtpSettings pk): the fallback's failures never
+# hold the primary back, nor the other way round.
 
 
-def may_connect() -> bool:
-    """Whether this worker may open a session now: always, unless connecting failed lately.
+def may_connect(server: int = PRIMARY) -> bool:
+    """Whether this worker may open a session to ``server`` now: always, unless connecting to
+    it failed lately.
 
     After a failure only one worker tries again per back-off: the one whose update moves
-    ``retry_at`` on (the next back-off starts now, ended early by a success).
+    ``retry_at`` on (the next back-off starts now, ended early by a success). While the primary
+    is backed off that one attempt is the probe that brings every worker back to it.
     """
-    state = ConnectBackoff.objects.filter(pk=ConnectBackoff.SINGLETON_PK).first()
+    state = ConnectBackoff.objects.filter(pk=server).first()
     if state is None or not state.failures:
         return True
     now = timezone.now()
@@ -216,14 +222,16 @@ def may_connect() -> bool:
         )
 
 
-def connect_failed(reason: str, *, throttled: bool = False, at_least: float = 0) -> float:
-    """Record a failed connection, or a throttling reply (``throttled``); returns the back-off
-    (seconds, never below ``at_least``) before the next try."""
+def connect_failed(
+    reason: str, *, server: int = PRIMARY, throttled: bool = False, at_least: float = 0
+) -> float:
+    """Record a failed connection to ``server``, or a throttling reply (``throttled``); returns
+    the back-off (seconds, never below ``at_least``) before the next try."""
     now = timezone.now()
     with bookkeeping():
-        state, _created = ConnectBackoff.objects.select_for_update().get_or_create(
-            pk=ConnectBackoff.SINGLETON_PK
-        )
+        state, _created = ConnectBackoff.objects.select_for_update().get_or_create(pk=server)
+        if not state.failures:
+            state.since = now
         state.failures += 1
         delay = max(backoff_delay(state.failures), at_least)
         state.retry_at, state.reason, state.failed_at = now + timedelta(seconds=delay), reason, now
@@ -233,16 +241,21 @@ def connect_failed(reason: str, *, throttled: bool = False, at_least: float = 0)
     return delay
 
 
-def connect_succeeded() -> None:
-    if ConnectBackoff.objects.filter(failures__gt=0).exists():
-        clear_backoff()
+def connect_succeeded(server: int = PRIMARY) -> None:
+    if ConnectBackoff.objects.filter(pk=server, failures__gt=0).exists():
+        clear_backoff(server)
 
 
-def clear_backoff() -> None:
+def clear_backoff(server: int = PRIMARY) -> None:
     """Forget past connection failures (a session opened, or the settings were saved)."""
-    ConnectBackoff.objects.filter(pk=ConnectBackoff.SINGLETON_PK).update(
-        failures=0, retry_at=None, reason="", throttled=False
+    ConnectBackoff.objects.filter(pk=server).update(
+        failures=0, retry_at=None, reason="", throttled=False, since=None
     )
+
+
+def backed_off(server: int) -> ConnectBackoff | None:
+    """``server``'s back-off while connecting to it is failing, else None."""
+    return ConnectBackoff.objects.filter(pk=server, failures__gt=0).first()
 
 
 def backoff_delay(failures: int) -> float:

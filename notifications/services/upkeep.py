@@ -24,12 +24,12 @@ def sweep() -> int:
 
 def kick_workers(*, due: int | None = None) -> None:
     """Ask for up to Batch drain tasks when due rows are waiting (after a save, or a sweep)."""
-    settings = SmtpSettings.load()
-    if settings.paused_reason or not settings.is_configured:
+    primary, servers = SmtpSettings.load_senders()
+    if not servers:  # paused, or not configured, with no fallback to send through
         return
     if due is None:
         due = Notification.objects.due().count()
-    request_sessions(min(due, settings.batch))
+    request_sessions(min(due, primary.batch))
 
 
 def record_heartbeat(*, name: str, started_at, concurrency: int) -> None:

@@ -1,4 +1,5 @@
-"""Re-encrypt the stored SMTP secrets under the first key of NOTIFICATIONS_ENCRYPTION_KEYS."""
+"""Re-encrypt the stored SMTP secrets (the primary's and the fallback's) under the first key of
+NOTIFICATIONS_ENCRYPTION_KEYS."""
 
 from __future__ import annotations
 
@@ -21,23 +22,23 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         with transaction.atomic():
-            settings = (
-                SmtpSettings.objects.select_for_update()
-                .filter(pk=SmtpSettings.SINGLETON_PK)
-                .first()
-            )
-            stored = [c for c in SECRET_COLUMNS if settings is not None and getattr(settings, c)]
+            # The primary's record and the fallback's, if one is set.
+            records = list(SmtpSettings.objects.select_for_update().order_by("pk"))
+            stored = [(r, [c for c in SECRET_COLUMNS if getattr(r, c)]) for r in records]
+            stored = [(record, columns) for record, columns in stored if columns]
             # Cached access tokens are only a cache: dropped rather than re-encrypted.
             tokens.forget_all()
             if not stored:
                 self.stdout.write("No SMTP secret is stored: nothing to re-encrypt.")
                 return
             try:
-                for column in stored:
-                    setattr(settings, column, crypto.rotate(getattr(settings, column)))
+                for record, columns in stored:
+                    for column in columns:
+                        setattr(record, column, crypto.rotate(getattr(record, column)))
             except EncryptionKeyError as error:
                 raise CommandError(str(error)) from None
-            settings.save(update_fields=stored)
+            for record, columns in stored:
+                record.save(update_fields=columns)
         self.stdout.write(
             self.style.SUCCESS(
                 "Re-encrypted the SMTP secrets under the first key. Keys after the first can "

@@ -1,4 +1,5 @@
-"""Show the stored SMTP settings (password masked), or set them non-interactively."""
+"""Show the stored SMTP settings (password masked), or set them non-interactively; the primary
+server's, or with ``--server fallback`` the fallback's (``--remove`` removes it)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils.translation import gettext as _
 
 from notifications import services
-from notifications.models import AuthMechanism, AuthMethod, Security, SmtpSettings
+from notifications.models import AuthMechanism, AuthMethod, Security, Server, SmtpSettings
 from notifications.providers import PROVIDERS, get_provider
 
 #: Command-line option → model field, for the flags that set a field as given.
@@ -59,6 +60,17 @@ CLI_HINTS = {
 }
 
 
+#: Options that change a setting: with ``--remove``, none of them may be given.
+SETTING_OPTIONS = (
+    *FIELD_OPTIONS,
+    "preset",
+    "ca_file",
+    "password_stdin",
+    "client_secret_stdin",
+    "service_account_file",
+)
+
+
 def _date(value: str) -> datetime.date | None:
     """YYYY-MM-DD, or '' for no date."""
     if not value:
@@ -89,6 +101,18 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser) -> None:
+        parser.add_argument(
+            "--server",
+            choices=Server.values,
+            default=Server.PRIMARY,
+            help="Which server the other flags set or show: the primary (default), or the "
+            "fallback, used only while the primary cannot be reached or refuses to sign in.",
+        )
+        parser.add_argument(
+            "--remove",
+            action="store_true",
+            help="With --server fallback: remove the fallback server.",
+        )
         parser.add_argument(
             "--preset",
             choices=[p.key for p in PROVIDERS],
@@ -171,7 +195,15 @@ class Command(BaseCommand):
         parser.set_defaults(skip_verify=None)
 
     def handle(self, *args, **options) -> None:
-        settings = SmtpSettings.load()
+        fallback = options["server"] == Server.FALLBACK
+        if options["remove"]:
+            self._remove(options, fallback)
+            return
+        if fallback:
+            self._refuse_primary_only(options)
+            settings = SmtpSettings.load_fallback() or SmtpSettings(pk=SmtpSettings.FALLBACK_PK)
+        else:
+            settings = SmtpSettings.load()
         changed = self._apply(settings, options)
         new_password = None
         if options["password_stdin"]:
@@ -189,9 +221,57 @@ class Command(BaseCommand):
             except ValidationError as error:
                 raise CommandError(self._describe(error)) from None
             self.stdout.write(
-                self.style.SUCCESS(f"Saved the SMTP settings as version {settings.version}.")
+                self.style.SUCCESS(
+                    f"Saved the {settings.server} SMTP server's settings as version "
+                    f"{settings.version}."
+                )
             )
+        if settings._state.adding:  # --server fallback alone, and none is set
+            self.stdout.write(
+                "No fallback server is set. Set one with --server fallback and the same flags "
+                "as the primary's (--host, --port, --security, --username, --from, ...)."
+            )
+            return
         self._show(settings)
+
+    def _remove(self, options: dict, fallback: bool) -> None:
+        if not fallback:
+            raise CommandError(
+                "--remove removes the fallback server: give --server fallback --remove (the "
+                "primary server can be changed, not removed)."
+            )
+        stdin = ("password_stdin", "client_secret_stdin")  # store_true: False is "not given"
+        given = [
+            self._flag(name)
+            for name in SETTING_OPTIONS
+            if (options[name] if name in stdin else options[name] is not None)
+        ]
+        if given:
+            raise CommandError(
+                f"--remove takes no other settings: {', '.join(given)} would be lost with the "
+                "fallback server. Give either --remove or the settings."
+            )
+        if services.remove_fallback(source="command") is None:
+            self.stdout.write("No fallback server is set: nothing to remove.")
+        else:
+            self.stdout.write(self.style.SUCCESS("Removed the fallback SMTP server."))
+
+    def _refuse_primary_only(self, options: dict) -> None:
+        given = [
+            self._flag(name)
+            for name in SmtpSettings.PRIMARY_ONLY_FIELDS
+            if options[name] is not None
+        ]
+        if given:
+            raise CommandError(
+                f"{', '.join(given)}: Batch and the rate limits are the primary server's and cap "
+                "both servers together; set them without --server fallback."
+            )
+
+    @staticmethod
+    def _flag(option: str) -> str:
+        field = FIELD_OPTIONS.get(option, option)
+        return FIELD_FLAGS.get(field, "--" + option.replace("_", "-"))
 
     def _apply(self, settings: SmtpSettings, options: dict) -> bool:
         changed = False
@@ -204,6 +284,7 @@ class Command(BaseCommand):
                     provider.port,
                     provider.security,
                 )
+            if provider.host and not settings.is_fallback:  # the limits are the primary's
                 settings.rate_per_minute, settings.rate_per_hour, settings.rate_per_day = (
                     provider.rate_per_minute,
                     0,
@@ -283,11 +364,18 @@ class Command(BaseCommand):
             ("extra CA", "set" if settings.ca_pem else "none"),
             ("plaintext login", "allowed" if settings.allow_plaintext_login else "refused"),
             ("timeout", f"{settings.timeout} s"),
-            ("batch", settings.batch),
-            ("rate limits", _rates(settings)),
+        ]
+        if not settings.is_fallback:
+            rows += [("batch", settings.batch), ("rate limits", _rates(settings))]
+        rows += [
             ("per connection", f"{settings.messages_per_connection} messages"),
             ("version", settings.version),
         ]
+        if settings.is_fallback:
+            self.stdout.write("Fallback server (Batch and the rate limits are the primary's):")
+        else:
+            fallback = SmtpSettings.load_fallback()
+            rows.append(("fallback", str(fallback) if fallback else "none"))
         if settings.paused_reason:
             rows.append(("PAUSED", settings.paused_reason))
         for name, value in rows:

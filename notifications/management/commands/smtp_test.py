@@ -1,4 +1,5 @@
-"""Send a test email with the stored SMTP settings and print the stepwise diagnosis."""
+"""Send a test email with the stored SMTP settings (the primary's, or ``--server fallback``) and
+print the stepwise diagnosis."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from django.utils.translation import gettext as _
 from config.logging import quiet
 from notifications import diagnosis
 from notifications.exceptions import NotificationsError
-from notifications.models import SmtpSettings
+from notifications.models import Server, SmtpSettings
 from notifications.redaction import printable
 from notifications.smtp import DiagnosticReport, DiagnosticStep
 from notifications.targets import Target
@@ -30,6 +31,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--to", metavar="ADDRESS", help="Who gets the test.")
+        parser.add_argument(
+            "--server",
+            choices=Server.values,
+            default=Server.PRIMARY,
+            help="Test the primary server (default) or the fallback.",
+        )
         parser.add_argument(
             "--connect-only",
             action="store_true",
@@ -54,7 +61,17 @@ class Command(BaseCommand):
                 validate_recipient(to)
             except ValidationError as error:
                 raise CommandError(f"--to: {' '.join(error.messages)}") from None
-        settings = SmtpSettings.load()
+        if options["server"] == Server.FALLBACK:
+            settings = SmtpSettings.load_fallback()
+            if settings is None:
+                raise CommandError(
+                    _(
+                        "No fallback server is set: set one with `manage.py smtp_settings "
+                        "--server fallback --host ... --from ...` (or in the admin), then test it."
+                    )
+                )
+        else:
+            settings = SmtpSettings.load()
         if not settings.is_configured:
             raise CommandError(
                 _(
