@@ -33,6 +33,16 @@ from tests.smtpserver import (  # noqa: F401  (fixtures)
 from tests.tokenserver import token_server  # noqa: F401  (fixture)
 
 
+@pytest.fixture(autouse=True)
+def _no_language_left_active():
+    """A Chinese page requested through the test client leaves Chinese active in this thread;
+    the next test, whatever the order, starts in the default language."""
+    yield
+    from django.utils import translation
+
+    translation.deactivate()
+
+
 @pytest.fixture
 def admin_user(django_user_model):
     return django_user_model.objects.create_superuser("root", "root@example.com", "pw-for-tests")

@@ -30,13 +30,6 @@ CERT_HINT = (
 LOGIN_HINT = "Check the username and password."
 
 
-@pytest.fixture(autouse=True)
-def _english_after_each_test():
-    """The test client leaves its last request's language active in this thread."""
-    yield
-    translation.deactivate()
-
-
 def chinese(msgid: str, **params) -> str:
     with translation.override("zh-hans"):
         translated = gettext(msgid)
