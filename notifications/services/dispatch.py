@@ -178,10 +178,12 @@ class _Drain:
                         break
                     next_renewal = now + lease / 4
                 if not self.claimed:
-                    self._write(None)  # nothing to start: write the last outcome now
+                    # The last outcome waits for the first claimed row's start (one write for
+                    # both); with nothing claimed it is written before the session idles.
                     limit = min(remaining, conf.get("CLAIM_BATCH"))
                     self.claimed.extend(leases.claim_batch(self.token, limit=limit))
                     if not self.claimed:
+                        self._write(None)
                         if _more_arrive_soon(self.budget_end):
                             continue
                         break

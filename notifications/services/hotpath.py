@@ -4,6 +4,9 @@
   BEGIN, two UPDATEs and COMMIT, four round trips; as one statement with two data-modifying CTEs
   it is one round trip and still one atomic, durable commit, under the same conditions as the ORM
   path (``owned(token)`` and, for the start, a lease not yet run out).
+- A claim: one UPDATE ... RETURNING over the oldest due rows picked FOR UPDATE SKIP LOCKED
+  (through the ORM: BEGIN, SET LOCAL, SELECT ... FOR UPDATE, UPDATE, COMMIT and a SELECT of the
+  rows, six round trips), its commit not waiting for the disk like the ORM's bookkeeping writes.
 - The rows of one notify() call, which differ only in their recipient: one INSERT ... SELECT
   FROM unnest(recipients), without compiling every value of every row.
 
@@ -62,6 +65,38 @@ def record_sent_and_start(
         cursor.execute(sql, parameters)
         done, started = cursor.fetchone()
     return bool(done), bool(started)
+
+
+def claim(*, token: str, limit: int, now: datetime, lease_end: datetime) -> list[Notification]:
+    """Claim up to ``limit`` of the oldest due rows for ``token`` (``Notification.due()``'s
+    conditions); returns them oldest first. Rows another claim holds locked are skipped, and a
+    row that another claim took meanwhile fails the due conditions again, so none is claimed
+    twice."""
+    meta = Notification._meta
+    table = connection.ops.quote_name(meta.db_table)
+    columns = ", ".join(
+        f"{table}.{connection.ops.quote_name(f.column)}" for f in meta.concrete_fields
+    )
+    # set_config(..., true) is SET LOCAL for this statement's own transaction: a claim is
+    # bookkeeping (leases.bookkeeping), lost at worst with a database crash.
+    sql = f"""
+        WITH quiet AS (SELECT set_config('synchronous_commit', 'off', true)),
+        picked AS (
+            SELECT id FROM {table}
+            WHERE (status = %s AND next_attempt_at <= %s) OR (status = %s AND claimed_until < %s)
+            ORDER BY next_attempt_at, id
+            LIMIT %s
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE {table} SET status = %s, claim_token = %s, claimed_until = %s
+        FROM picked, quiet
+        WHERE {table}.id = picked.id
+        RETURNING {columns}
+    """  # noqa: S608  (the table and column names are ours, every value is a parameter)
+    parameters = [Status.QUEUED, now, Status.SENDING, now, limit, Status.SENDING, token, lease_end]
+    rows = list(Notification.objects.raw(sql, parameters))
+    rows.sort(key=lambda row: (row.next_attempt_at, row.pk))
+    return rows
 
 
 def insert_recipients(rows: list[Notification]) -> None:
