@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import time
 from datetime import timedelta
 
 import pytest
@@ -512,3 +513,21 @@ def test_postgres_racing_claims_never_take_a_row_twice():
     owners = dict(Notification.objects.values_list("pk", "claim_token"))
     assert all(owners[pk] == token for token, pks in taken.items() for pk in pks)
     assert sum(1 for pks in taken.values() if pks) >= 2  # they did claim side by side
+
+
+def test_sessions_of_a_process_share_one_settings_reading_per_interval(
+    settings, django_assert_num_queries
+):
+    from notifications.services.dispatch import _SettingsProbe
+
+    settings.NOTIFICATIONS = {"SETTINGS_CHECK_SECONDS": 60}
+    record = SmtpSettings.load()
+    probe, opened = _SettingsProbe(), time.monotonic()
+    with django_assert_num_queries(1):  # five sessions' checks, one query
+        assert all(probe.read(record.pk, opened)[0] == record.version for _ in range(5))
+    SmtpSettings.objects.update(version=record.version + 1)
+    with django_assert_num_queries(1):  # a session opened after that reading reads afresh
+        assert probe.read(record.pk, time.monotonic())[0] == record.version + 1
+    settings.NOTIFICATIONS = {"SETTINGS_CHECK_SECONDS": 0}
+    with django_assert_num_queries(1):
+        probe.read(record.pk, opened)
