@@ -124,13 +124,42 @@ def _drain_again_at(moment) -> None:
 
 
 def _ask_for_more_sessions(batch: int) -> None:
-    """A burst wants more than this session: ask for drain tasks for the other free slots."""
+    """A burst wants more than this session: ask for drain tasks for the other free slots.
+
+    Not again for the sessions this process asked for within the last ASKED_SECONDS (they are
+    on their way): otherwise each of them, opening, asks for the slots still free, and a burst
+    at Batch 50 made hundreds of drain tasks that found every slot taken.
+    """
     if batch <= 1:
         return
     claim = conf.get("CLAIM_BATCH")
     due = len(Notification.objects.due().values_list("pk", flat=True)[: batch * claim])
     wanted = min(leases.free_slots(batch), math.ceil(due / claim) - 1)
-    request_sessions(wanted)
+    if (extra := _asked.more(wanted)) > 0:
+        request_sessions(extra)
+
+
+class _Asked:
+    """The drain tasks this process asked for lately, still counted as on their way."""
+
+    SECONDS = 1.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sessions, self._until = 0, 0.0
+
+    def more(self, wanted: int) -> int:
+        """How many of ``wanted`` sessions to ask for now (the rest were asked for lately)."""
+        now = time.monotonic()
+        with self._lock:
+            pending = self._sessions if now < self._until else 0
+            extra = wanted - pending
+            if extra > 0:
+                self._sessions, self._until = pending + extra, now + self.SECONDS
+            return extra
+
+
+_asked = _Asked()
 
 
 @dataclass
