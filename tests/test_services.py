@@ -531,3 +531,15 @@ def test_sessions_of_a_process_share_one_settings_reading_per_interval(
     settings.NOTIFICATIONS = {"SETTINGS_CHECK_SECONDS": 0}
     with django_assert_num_queries(1):
         probe.read(record.pk, opened)
+
+
+def test_sessions_on_their_way_are_not_asked_for_twice():
+    from notifications.services.dispatch import _Asked
+
+    asked = _Asked()
+    asked.SECONDS = 0.2
+    assert asked.more(49) == 49  # the first session of a burst asks for the free slots
+    assert asked.more(40) == 0  # the sessions it asked for, opening, ask for nothing more
+    assert asked.more(55) == 6  # unless more are wanted than are on their way
+    time.sleep(0.25)
+    assert asked.more(10) == 10  # once they had time to start, what is still free is asked for
