@@ -135,8 +135,7 @@ def _ask_for_more_sessions(batch: int) -> None:
     claim = conf.get("CLAIM_BATCH")
     due = len(Notification.objects.due().values_list("pk", flat=True)[: batch * claim])
     wanted = min(leases.free_slots(batch), math.ceil(due / claim) - 1)
-    if (extra := _asked.more(wanted)) > 0:
-        request_sessions(extra)
+    request_sessions(_asked.more(wanted))
 
 
 class _Asked:
@@ -154,8 +153,9 @@ class _Asked:
         with self._lock:
             pending = self._sessions if now < self._until else 0
             extra = wanted - pending
-            if extra > 0:
-                self._sessions, self._until = pending + extra, now + self.SECONDS
+            if extra <= 0:
+                return 0
+            self._sessions, self._until = pending + extra, now + self.SECONDS
             return extra
 
 
