@@ -60,6 +60,7 @@ def _run_once(
     environment: dict[str, str],
     logs: Path,
     redis_pid: int,
+    database: Database,
 ) -> Run:
     from bench import baselines, endtoend
 
@@ -123,6 +124,7 @@ def _run_once(
                         "workers": [worker.process.pid for worker in started],
                         "smtp": [server.pid],
                         "redis": [redis_pid],
+                        "postgres": database.backend_pids,
                     }
                 )
                 # Dispatch apart from the producer: the rows are committed at once, then sent.
@@ -193,7 +195,9 @@ def main(argv: list[str] | None = None) -> None:
         runs: list[Run] = []
         for number in range(args.runs):
             _say(f"run {number + 1} of {args.runs}")
-            runs.append(_run_once(args, servers, environment, logs, redis_server.process.pid))
+            runs.append(
+                _run_once(args, servers, environment, logs, redis_server.process.pid, database)
+            )
             args.output.parent.mkdir(parents=True, exist_ok=True)
             args.output.write_text(report.render(runs))
             _say(f"wrote {args.output}")

@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +57,14 @@ class Database:
 
     def drop(self) -> None:
         self._admin_sql(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+    def backend_pids(self) -> list[int]:
+        """The server processes serving connections to this database right now."""
+        with psycopg.connect(**self._admin, autocommit=True, connect_timeout=5) as connection:
+            rows = connection.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s", [self.name]
+            ).fetchall()
+        return [pid for (pid,) in rows]
 
 
 class Redis:
@@ -181,24 +190,32 @@ def machine_cpu() -> float:
 class CpuMeter:
     """CPU used between ``start()`` and ``stop()``, per named group of our processes.
 
-    Whatever the machine did beyond those groups is "other": PostgreSQL's backends (which come and
-    go with connections, so they cannot be followed by pid) and anything else running.
+    A group is a list of pids, or a function returning the pids of the moment (PostgreSQL's
+    backends come and go with connections): a process seen only at the stop counts whole, one
+    gone by then is missed. Whatever the machine did beyond the groups is "other": the other
+    databases' backends and anything else running.
     """
 
-    def __init__(self, groups: dict[str, list[int]]) -> None:
+    def __init__(self, groups: dict[str, list[int] | Callable[[], list[int]]]) -> None:
         self.groups = groups
-        self._before: dict[str, float] = {}
+        self._before: dict[str, dict[int, float]] = {}
+        self._machine = 0.0
 
-    def _sample(self) -> dict[str, float]:
-        sample = {name: sum(map(process_cpu, pids)) for name, pids in self.groups.items()}
-        sample["machine"] = machine_cpu()
-        return sample
+    def _sample(self) -> dict[str, dict[int, float]]:
+        return {
+            name: {pid: process_cpu(pid) for pid in (pids() if callable(pids) else pids)}
+            for name, pids in self.groups.items()
+        }
 
     def start(self) -> None:
-        self._before = self._sample()
+        self._before, self._machine = self._sample(), machine_cpu()
 
     def stop(self) -> dict[str, float]:
-        after = self._sample()
-        used = {name: after[name] - self._before[name] for name in after}
+        after, machine = self._sample(), machine_cpu()
+        used = {
+            name: sum(cpu - self._before[name].get(pid, 0.0) for pid, cpu in pids.items())
+            for name, pids in after.items()
+        }
+        used["machine"] = machine - self._machine
         used["other"] = used["machine"] - sum(used[name] for name in self.groups)
         return used

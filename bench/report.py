@@ -184,19 +184,21 @@ def render_run(run: Run, number: int) -> str:
     ]
     lines += [
         "",
-        "Where the CPU goes, in ms of CPU per message (2 cores = 2,000 ms per second; other = "
-        "PostgreSQL and anything else on the machine):",
+        "Where the CPU goes, in ms of CPU per message (2 cores = 2,000 ms per second; postgres = "
+        "the backends serving the bench's database; other = anything else on the machine, the "
+        "other engineers' tests included):",
         "",
-        "| server | Batch | bench (the caller) | workers | SMTP server | redis | other | total "
-        "| smtplib pool of Batch, total |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| server | Batch | bench (the caller) | workers | SMTP server | redis | postgres | other "
+        "| total | smtplib pool of Batch, total |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in run.points:
         per = {name: seconds * 1000 / p.messages for name, seconds in p.cpu.items()}
         baseline = run.baseline(p.server, p.batch)
         lines.append(
             f"| {p.server} | {p.batch} | {per.get('bench', 0):.2f} | {per.get('workers', 0):.2f} "
-            f"| {per.get('smtp', 0):.2f} | {per.get('redis', 0):.2f} | {per.get('other', 0):.2f} "
+            f"| {per.get('smtp', 0):.2f} | {per.get('redis', 0):.2f} "
+            f"| {per.get('postgres', 0):.2f} | {per.get('other', 0):.2f} "
             f"| {per.get('machine', 0):.2f} "
             f"| {baseline.cpu_ms_per_message if baseline else 0:.2f} |"
         )
@@ -219,14 +221,20 @@ time from that commit to the last `sent_at`; commit→sent is per message, so it
 spent waiting in the outbox. The paced producer calls `notify()` with one recipient 100 times a
 second while the workers send; each call is timed around its own transaction and commit.
 
-What bounds dispatch here: each session waits for one durable commit per message (the outcome,
-with the next row's attempt, in one statement on PostgreSQL: `notifications/services/hotpath.py`),
-about 1 ms on this machine's disk, so one session tops out near 250-300 msg/s against the fast
-server; the workers' CPU is about 1.7 ms a message, a fifth of it parsing the recipient address
-in `smtp/message.py` (`parse_address`, not cached). django-post-office's send phase
-marks a whole batch (up to BATCH_SIZE, here 1,000) sent in one UPDATE after sending all of it, with
-no write per message: that is why it is faster against the fast server, and why a worker that
-dies mid-batch sends the whole batch again.
+What bounds dispatch here: CPU. Every message costs the workers about 1.1-1.5 ms of CPU,
+PostgreSQL about 1.0-1.1 ms (one durable commit a message, the outcome with the next row's
+attempt in one prepared statement: `notifications/services/hotpath.py`; a claim, one
+`UPDATE ... RETURNING`, per 10 rows) and the SMTP server 0.6-0.8 ms, against 0.6-0.9 ms in all
+for plain smtplib: the 2 cores run out near 600-700 msg/s. Against the slow server, with the
+cores that busy each message's exchange takes about twice the server's 50 ms (the median of the
+logged attempt durations at Batch 50 was ~100 ms), so Batch 20 and 50 stay well below ideal:
+reaching 1,000 msg/s would take under 2 ms of CPU a message in all, the SMTP server's included.
+A py-spy and cProfile of the workers (fast server) puts the rest of their CPU in the SMTP exchange
+(smtplib and the session's step records, about a third), the database driver (a fifth), the log
+line of each attempt (a tenth), the claims and the message itself (under a tenth each).
+django-post-office's send phase marks a whole batch (up to BATCH_SIZE, here 1,000) sent in one
+UPDATE after sending all of it, with no write per message: that is why it is faster against the
+fast server, and why a worker that dies mid-batch sends the whole batch again.
 """
 
 

@@ -116,6 +116,8 @@ def printable(text: str) -> str:
     Control characters (ANSI escapes, CR, backspace, line and paragraph separators) are shown as
     escapes, so a server reply can neither repaint a terminal nor forge a second log record.
     """
+    if text.isprintable():  # no character of a C* or Z* category but the space: nothing to do
+        return text
     return "".join(
         _escape(char) if unicodedata.category(char) in _UNPRINTABLE else char for char in text
     )

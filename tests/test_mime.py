@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from notifications.mime import render
 from notifications.smtp import build_message
-from notifications.smtp.message import parse_address
+from notifications.smtp.message import PLAIN_ADDRESS, _parse_address, parse_address
 from notifications.validators import validate_header_text
 
 FUZZ = settings(
@@ -133,3 +133,39 @@ def test_bad_values_are_refused_like_build_message() -> None:
 def test_extra_headers_go_through_build_message() -> None:
     _message_id, raw = render(**BASE, body="b", headers={"X-Campaign": "spring ✓"})
     assert str(parsed(raw)["X-Campaign"]) == "spring ✓"
+
+
+ATEXT = "abcXYZ019!#$%&'*+/=?^_`{|}~-"
+LABEL = st.text("aZ09-", min_size=1, max_size=66)
+PLAINISH = st.builds(
+    "{}@{}".format,
+    st.lists(st.text(ATEXT, min_size=0, max_size=4), min_size=1, max_size=3).map(".".join),
+    st.lists(LABEL, min_size=1, max_size=3).map(".".join),
+)
+
+
+def described(value: str) -> tuple | str:
+    try:
+        address = _parse_address(value, "To")
+    except ValueError:
+        return "refused"
+    return (address.display_name, address.username, address.domain, address.addr_spec)
+
+
+@FUZZ
+@given(PLAINISH)
+def test_plain_address_shortcut_reads_like_the_header_parser(value: str) -> None:
+    """An address the shortcut takes comes out as the full parser reads it."""
+    if PLAIN_ADDRESS.fullmatch(value):
+        address = parse_address(value, "To")
+        seen = (address.display_name, address.username, address.domain, address.addr_spec)
+        assert seen == described(value)
+
+
+def test_plain_address_shortcut_leaves_the_rest_to_the_parser() -> None:
+    assert PLAIN_ADDRESS.fullmatch("a@" + "b" * 63 + ".com")
+    for value in ("a@" + "b" * 64 + ".com", "a..b@c.com", "a@b-.com", "Name <a@b.com>", "a@b"):
+        assert not PLAIN_ADDRESS.fullmatch(value)
+    with pytest.raises(ValueError):
+        parse_address("a@" + "b" * 64 + ".com", "To")
+    assert parse_address("Name <a@b.com>", "To").display_name == "Name"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import time
 from datetime import timedelta
 
 import pytest
@@ -434,3 +435,113 @@ def test_postgres_hot_path_records_sent_and_starts_the_next_only_for_the_owner()
     assert (first.status, first.message_id, first.claim_token) == (Status.SENT, "<m@x>", "")
     assert first.server == "fallback"
     assert (second.status, second.attempts, second.claimed_until) == (Status.SENDING, 1, later)
+
+
+@pytest.mark.postgres_database
+def test_postgres_claim_returns_rows_as_the_orm_reads_them():
+    services.notify(
+        recipients=["a@example.com", "b@example.com"],
+        subject="s",
+        body="b",
+        headers={"X-Campaign": "spring"},
+    )
+    claimed = services.claim_batch("owner", limit=5)
+    stored = list(Notification.objects.order_by("next_attempt_at", "id"))
+    assert [row.pk for row in claimed] == [row.pk for row in stored]
+    for row, reread in zip(claimed, stored, strict=True):
+        assert row.headers == {"X-Campaign": "spring"} == reread.headers
+        assert (row.status, row.claim_token) == (Status.SENDING, "owner")
+        assert row.claimed_until == reread.claimed_until and row.claimed_until > timezone.now()
+        assert row.created_at == reread.created_at and row.created_at.tzinfo is not None
+
+
+@pytest.mark.postgres_database
+@pytest.mark.django_db(transaction=True)
+def test_postgres_claim_skips_rows_another_worker_has_locked():
+    """SKIP LOCKED: a claim neither waits for rows another transaction holds nor takes them."""
+    from django.db import connections
+
+    rows = notifications.notify(
+        recipients=[f"r{n}@example.com" for n in range(6)], subject="s", body="b"
+    )
+    oldest = sorted(rows, key=lambda row: (row.next_attempt_at, row.pk))[:2]
+    other = connections.create_connection("default")
+    try:
+        other.set_autocommit(False)
+        with other.cursor() as cursor:  # another worker in the middle of its claim
+            cursor.execute(
+                'SELECT id FROM "notifications_notification" WHERE id = ANY(%s) FOR UPDATE',
+                [[row.pk for row in oldest]],
+            )
+        claimed = services.claim_batch("second", limit=10)
+        assert {row.pk for row in claimed} == {row.pk for row in rows} - {r.pk for r in oldest}
+        other.rollback()
+    finally:
+        other.close()
+    assert {row.pk for row in services.claim_batch("third", limit=10)} == {r.pk for r in oldest}
+
+
+@pytest.mark.postgres_database
+@pytest.mark.django_db(transaction=True)
+def test_postgres_racing_claims_never_take_a_row_twice():
+    import threading
+    import time
+
+    from django.db import connection
+
+    rows = notifications.notify(
+        recipients=[f"r{n}@example.com" for n in range(200)], subject="s", body="b"
+    )
+    taken: dict[str, list[int]] = {}
+    start = threading.Barrier(4)
+
+    def worker(token: str) -> None:
+        try:
+            start.wait()
+            mine = taken.setdefault(token, [])
+            while claimed := services.claim_batch(token, limit=7):
+                mine.extend(row.pk for row in claimed)
+                time.sleep(0.005)  # as a session sends its rows: the others claim meanwhile
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker, args=(f"w{n}",)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    everything = [pk for pks in taken.values() for pk in pks]
+    assert sorted(everything) == sorted(row.pk for row in rows)  # each exactly once
+    owners = dict(Notification.objects.values_list("pk", "claim_token"))
+    assert all(owners[pk] == token for token, pks in taken.items() for pk in pks)
+    assert sum(1 for pks in taken.values() if pks) >= 2  # they did claim side by side
+
+
+def test_sessions_of_a_process_share_one_settings_reading_per_interval(
+    settings, django_assert_num_queries
+):
+    from notifications.services.dispatch import _SettingsProbe
+
+    settings.NOTIFICATIONS = {"SETTINGS_CHECK_SECONDS": 60}
+    record = SmtpSettings.load()
+    probe, opened = _SettingsProbe(), time.monotonic()
+    with django_assert_num_queries(1):  # five sessions' checks, one query
+        assert all(probe.read(opened)[record.pk][0] == record.version for _ in range(5))
+    SmtpSettings.objects.update(version=record.version + 1)
+    with django_assert_num_queries(1):  # a session opened after that reading reads afresh
+        assert probe.read(time.monotonic())[record.pk][0] == record.version + 1
+    settings.NOTIFICATIONS = {"SETTINGS_CHECK_SECONDS": 0}
+    with django_assert_num_queries(1):
+        probe.read(opened)
+
+
+def test_sessions_on_their_way_are_not_asked_for_twice():
+    from notifications.services.dispatch import _Asked
+
+    asked = _Asked()
+    asked.SECONDS = 0.2
+    assert asked.more(49) == 49  # the first session of a burst asks for the free slots
+    assert asked.more(40) == 0  # the sessions it asked for, opening, ask for nothing more
+    assert asked.more(55) == 6  # unless more are wanted than are on their way
+    time.sleep(0.25)
+    assert asked.more(10) == 10  # once they had time to start, what is still free is asked for

@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from notifications import conf
 from notifications.models import ConnectBackoff, Notification, SendSlot, SmtpSettings, Status
+from notifications.services import hotpath
 from notifications.services.hooks import send_robust
 from notifications.signals import notification_failed
 
@@ -60,9 +61,18 @@ def bookkeeping():
 def claim_batch(token: str, *, limit: int) -> list[Notification]:
     """Claim up to ``limit`` of the oldest due rows in one transaction; they carry ``token``.
 
-    On PostgreSQL, SKIP LOCKED lets workers claim side by side without waiting on each other;
-    SQLite takes the write lock at BEGIN (IMMEDIATE), so the select and update are atomic there.
+    On PostgreSQL one statement (``hotpath.claim``): SKIP LOCKED lets workers claim side by side
+    without waiting on each other. SQLite takes the write lock at BEGIN (IMMEDIATE), so the
+    select and update are atomic there.
     """
+    if connection.vendor == "postgresql":
+        rows = hotpath.claim(token=token, limit=limit, now=timezone.now(), lease_end=lease_end())
+    else:
+        rows = _claim_with_orm(token, limit)
+    return [row for row in rows if not _crashed_too_often(row, token)]
+
+
+def _claim_with_orm(token: str, limit: int) -> list[Notification]:
     with bookkeeping():
         ids = list(
             Notification.objects.select_for_update(skip_locked=True)
@@ -75,10 +85,9 @@ def claim_batch(token: str, *, limit: int) -> list[Notification]:
         Notification.objects.filter(pk__in=ids).update(
             status=Status.SENDING, claim_token=token, claimed_until=lease_end()
         )
-    rows = Notification.objects.filter(pk__in=ids, claim_token=token).order_by(
-        "next_attempt_at", "id"
+    return list(
+        Notification.objects.filter(pk__in=ids, claim_token=token).order_by("next_attempt_at", "id")
     )
-    return [row for row in rows if not _crashed_too_often(row, token)]
 
 
 def start_attempt_query(row: Notification, token: str):

@@ -8,7 +8,6 @@ slot taken simply returns, and the slot holders pick the rows up).
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable
 
 from django.core.exceptions import ValidationError
@@ -34,12 +33,6 @@ MAX_SUBJECT_LENGTH = 998  # RFC 5322's line limit
 #: short; past this, a message is an attachment in disguise that providers refuse anyway (most
 #: cap a whole message at 10-35 MB, encoded), and a row this size slows every page that shows it.
 MAX_BODY_CHARACTERS = 1_000_000
-#: A dot-atom address with an ASCII domain: what the envelope parser would return unchanged,
-#: so the common case skips that (slower) parser.
-_PLAIN_ADDRESS = re.compile(
-    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-    r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+"
-)
 
 #: The keywords of the public contract (the ``notify`` signal and ``notifications.notify``).
 NOTIFY_ARGUMENTS = frozenset(
@@ -213,9 +206,10 @@ def _envelope_form(address: str) -> str:
     character dropped from the domain would otherwise send to another address, past the
     de-duplication and the idempotency key."""
     _validate("recipients", validate_recipient, address)
-    if _PLAIN_ADDRESS.fullmatch(address):
+    from notifications.smtp.message import PLAIN_ADDRESS, parse_address
+
+    if PLAIN_ADDRESS.fullmatch(address):  # what the envelope parser returns unchanged
         return address
-    from notifications.smtp.message import parse_address
 
     try:
         parsed = parse_address(address, "To")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.policy
 import functools
+import re
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -20,9 +21,25 @@ def _refuse_line_breaks(name: str, value: str) -> None:
         )
 
 
-@functools.lru_cache(maxsize=1024)  # the same From is parsed for every message
+#: A dot-atom address with an ASCII domain (labels of at most 63 characters): what the header
+#: parser below returns unchanged, so the common case (every stored recipient, which the outbox
+#: keeps in its envelope form) skips that parser, about 0.2 ms a message in a worker.
+PLAIN_ADDRESS = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+"
+)
+
+
 def parse_address(value: str, name: str) -> Address:
     """Parse ``a@b.c`` or ``Display Name <a@b.c>`` into one Address with an ASCII addr-spec."""
+    if PLAIN_ADDRESS.fullmatch(value):
+        username, _at, domain = value.rpartition("@")
+        return Address(username=username, domain=domain)
+    return _parse_address(value, name)
+
+
+@functools.lru_cache(maxsize=1024)  # the same From is parsed for every message
+def _parse_address(value: str, name: str) -> Address:
     _refuse_line_breaks(name, value)
     invalid = _("%(name)s is not a valid email address: %(value)s") % {"name": name, "value": value}
     try:
