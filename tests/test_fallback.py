@@ -289,11 +289,15 @@ def test_a_session_on_the_fallback_ends_once_the_primary_is_usable_again(two_ser
     config = record.to_smtp_config()
     with open_session(config) as session:
         drain = dispatch._Drain(session, config, record, main, 1, "token", time.monotonic() + 9)
-        assert drain._settings_current()  # the primary is backed off: stay
+
+        def current() -> bool:  # a check that takes a new reading of the settings
+            return drain._settings_current(time.monotonic())
+
+        assert current()  # the primary is backed off: stay
         leases.connect_succeeded()  # a probe got through
-        assert not drain._settings_current()
+        assert not current()
         services.pause(main.version, "[auth] 535")
-        assert drain._settings_current()  # paused: the fallback goes on
+        assert current()  # paused: the fallback goes on
         services.pause(record.version, "[auth] 535", server=FALLBACK)
-        assert not drain._settings_current()  # its own pause ends it
+        assert not current()  # its own pause ends it
     assert fallback.state.total_sessions == 1 and primary.state.total_sessions == 0
