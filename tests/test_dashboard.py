@@ -139,7 +139,9 @@ def test_health_needs_only_a_few_queries(django_assert_max_num_queries):
     record = stored_settings()
     record_run(record, ok=True)
     record_run(record, ok=False, saved=False)
-    ConnectBackoff.objects.create(failures=1, retry_at=NOW, reason="[connect] refused")
+    ConnectBackoff.objects.create(
+        pk=SmtpSettings.PRIMARY_PK, failures=1, retry_at=NOW, reason="[connect] refused"
+    )
     with django_assert_max_num_queries(
         8
     ):  # the back-off read once, both tests in one query, the fallback
@@ -228,7 +230,9 @@ def test_live_workers_with_fewer_task_slots_than_batch_cap_sending():
 
 def test_a_server_that_cannot_be_reached_is_said_while_sending_waits():
     record = stored_settings()
-    ConnectBackoff.objects.create(failures=2, retry_at=NOW, reason="[connect] refused")
+    ConnectBackoff.objects.create(
+        pk=SmtpSettings.PRIMARY_PK, failures=2, retry_at=NOW, reason="[connect] refused"
+    )
     workers = dashboard.Workers(alive=1, last_seen=NOW)
     [warning] = dashboard.warnings(settings=record, workers=workers, now=NOW)
     assert warning.field == "host"
