@@ -434,7 +434,8 @@ def warnings(
                 _(
                     "Skip Verify is on (insecure): certificate verification is skipped, so "
                     "anyone between this site and the server can read the password and the mail. "
-                    "Add the server's CA under “extra trusted CA” instead."
+                    "Paste the server's CA certificate into Extra trusted CA (PEM) under "
+                    "Advanced security instead."
                 ),
                 "skip_verify",
             )
