@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +73,22 @@ def login(page, username: str, password: str) -> None:
     page.fill("#id_password", password)
     page.click("input[type=submit]")
     page.wait_for_url("**/admin/")
+
+
+# The README's screenshots are rewritten only on request (`make screenshots`), so that a test run
+# leaves the work tree as it was; otherwise they go to a scratch folder.
+SCREENSHOTS = (
+    Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+    if os.environ.get("UPDATE_SCREENSHOTS")
+    else Path(tempfile.gettempdir()) / "notifications-screenshots"
+)
+
+
+def screenshot(page, name: str, *, element: str = "") -> None:
+    """The whole page, or one element of it, from the top (the admin's sidebar is sticky)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    if element:
+        page.locator(element).screenshot(path=str(SCREENSHOTS / name))
+        return
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(SCREENSHOTS / name), full_page=True)

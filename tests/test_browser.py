@@ -1,13 +1,11 @@
 """The administrator's flows in a real browser: presets, the write-only password, Send test email,
-the delivery log, the keyboard, and the page in Chinese. Screenshots: see SCREENSHOTS."""
+the delivery log, the keyboard, and the page in Chinese.
+Screenshots: see tests.browser.SCREENSHOTS."""
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.utils import timezone
@@ -16,30 +14,13 @@ from playwright.sync_api import expect
 import notifications
 from notifications import services
 from notifications.models import Notification, SmtpSettings, Status
-from tests.browser import login
+from tests.browser import login, screenshot
 from tests.smtpserver import PASSWORD, USERNAME
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-# The README's screenshots are rewritten only on request (`make screenshots`), so that a test run
-# leaves the work tree as it was; otherwise they go to a scratch folder.
-SCREENSHOTS = (
-    Path(__file__).resolve().parent.parent / "docs" / "screenshots"
-    if os.environ.get("UPDATE_SCREENSHOTS")
-    else Path(tempfile.gettempdir()) / "notifications-screenshots"
-)
 SETTINGS_URL = "/admin/notifications/smtpsettings/1/change/"
 LOG_URL = "/admin/notifications/notification/"
-
-
-def screenshot(page, name: str, *, element: str = "") -> None:
-    """The whole page, or one element of it, from the top (the admin's sidebar is sticky)."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    if element:
-        page.locator(element).screenshot(path=str(SCREENSHOTS / name))
-        return
-    page.evaluate("window.scrollTo(0, 0)")
-    page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
 
 
 def send_test_email(page) -> None:

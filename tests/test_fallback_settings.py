@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from notifications import services
 from notifications.models import Notification, SettingsChange, SmtpSettings, Status, TestRun
+from tests.browser import screenshot
 
 pytestmark = pytest.mark.django_db
 
@@ -298,6 +299,7 @@ def test_an_administrator_sets_up_and_removes_the_fallback_in_the_browser(admin_
     expect(page.locator(".messagelist")).to_be_visible()
     expect(page.locator(".smtp-fallback")).to_contain_text("Using the primary server.")
     assert CANARY not in page.content()
+    screenshot(page, "fallback-settings.png")
     assert SmtpSettings.load_fallback().get_password() == CANARY
     page.get_by_role("link", name="Back to the primary server").click()
     expect(page.locator(".smtp-servers")).to_contain_text("smtp.backup.example:587")
