@@ -8,31 +8,18 @@ import time
 from datetime import timedelta
 
 import pytest
-from django.db import transaction
 from django.test import override_settings
 from django.utils import timezone
 
-import notifications
 from notifications import dashboard, health, services
 from notifications.models import ConnectBackoff, Notification, Server, SmtpSettings, Status
 from tests.loopback import wait_for
 from tests.outbox import all_sent, statuses
 from tests.smtpserver import PASSWORD, USERNAME
-from tests.test_quota_dispatch import most_in_any_window
+from tests.test_quota_dispatch import most_in_any_window, queue
 
 PRIMARY, FALLBACK = SmtpSettings.PRIMARY_PK, SmtpSettings.FALLBACK_PK
 FAST = {"SESSION_IDLE_SECONDS": 0.1}
-
-
-def queue(count: int, prefix: str = "user") -> list[Notification]:
-    with transaction.atomic():
-        return [
-            row
-            for n in range(count)
-            for row in notifications.notify(
-                recipients=f"{prefix}{n}@example.com", subject="s", body="b"
-            )
-        ]
 
 
 def servers_of(rows: list[Notification]) -> list[str]:
