@@ -7,7 +7,8 @@ import datetime as dt
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -205,9 +206,15 @@ def test_a_silent_port_is_probed_once_and_blames_the_path(silent_port: int) -> N
     assert time.monotonic() - started < SLOW_MACHINE_BOUND
 
 
-@pytest.fixture
-def ssh_port() -> Iterator[tuple[int, list[socket.socket]]]:
-    """A port where an SSH server speaks first; the connections it accepted."""
+SSH_BANNER = b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n"
+
+
+@contextmanager
+def raw_server(
+    on_connection: Callable[[socket.socket, int], None],
+) -> Iterator[tuple[int, list[socket.socket]]]:
+    """A loopback listener calling ``on_connection(connection, how_many_so_far)`` for each
+    connection it accepts; yields its port and the connections, closed at the end."""
     listener = socket.create_server(("127.0.0.1", 0))
     accepted: list[socket.socket] = []
 
@@ -218,13 +225,22 @@ def ssh_port() -> Iterator[tuple[int, list[socket.socket]]]:
             except OSError:
                 return
             accepted.append(connection)
-            connection.sendall(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n")
+            on_connection(connection, len(accepted))
 
     threading.Thread(target=serve, daemon=True).start()
-    yield listener.getsockname()[1], accepted
-    listener.close()
-    for connection in accepted:
-        connection.close()
+    try:
+        yield listener.getsockname()[1], accepted
+    finally:
+        listener.close()
+        for connection in accepted:
+            connection.close()
+
+
+@pytest.fixture
+def ssh_port() -> Iterator[tuple[int, list[socket.socket]]]:
+    """A port where an SSH server speaks first; the connections it accepted."""
+    with raw_server(lambda connection, _n: connection.sendall(SSH_BANNER)) as served:
+        yield served
 
 
 def test_a_service_speaking_first_is_not_probed_for_tls(ssh_port) -> None:
@@ -242,28 +258,17 @@ def test_a_service_speaking_first_is_not_probed_for_tls(ssh_port) -> None:
 def stalls_the_second_handshake(smtp_pki: Pki) -> Iterator[int]:
     """Implicit TLS with the wrong_host certificate on the first connection; every later one is
     accepted and then left silent, as a server might treat a second, unverified handshake."""
-    listener = socket.create_server(("127.0.0.1", 0))
     context = smtp_pki.server_context("wrong_host")
-    held: list[socket.socket] = []
 
-    def serve() -> None:
-        while True:
+    def handshake_the_first(connection: socket.socket, count: int) -> None:
+        if count == 1:
             try:
-                connection, _address = listener.accept()
+                context.wrap_socket(connection, server_side=True)
             except OSError:
-                return
-            held.append(connection)
-            if len(held) == 1:
-                try:
-                    context.wrap_socket(connection, server_side=True)
-                except OSError:
-                    pass  # the client refuses the certificate mid-handshake
+                pass  # the client refuses the certificate mid-handshake
 
-    threading.Thread(target=serve, daemon=True).start()
-    yield listener.getsockname()[1]
-    listener.close()
-    for connection in held:
-        connection.close()
+    with raw_server(handshake_the_first) as (port, _accepted):
+        yield port
 
 
 def test_reading_the_refused_certificate_is_bounded_by_the_steps_timeout(
