@@ -526,13 +526,31 @@ def test_sessions_of_a_process_share_one_settings_reading_per_interval(
     record = SmtpSettings.load()
     probe, opened = _SettingsProbe(), time.monotonic()
     with django_assert_num_queries(1):  # five sessions' checks, one query
-        assert all(probe.read(opened)[record.pk][0] == record.version for _ in range(5))
+        assert all(probe.read(opened).servers[record.pk][0] == record.version for _ in range(5))
     SmtpSettings.objects.update(version=record.version + 1)
     with django_assert_num_queries(1):  # a session opened after that reading reads afresh
-        assert probe.read(time.monotonic())[record.pk][0] == record.version + 1
+        assert probe.read(time.monotonic()).servers[record.pk][0] == record.version + 1
     settings.NOTIFICATIONS = {"SETTINGS_CHECK_SECONDS": 0}
     with django_assert_num_queries(1):
         probe.read(opened)
+
+
+def test_with_a_fallback_the_shared_reading_also_says_whether_the_primary_is_backed_off(
+    settings, django_assert_num_queries
+):
+    from notifications.services.dispatch import _SettingsProbe
+
+    settings.NOTIFICATIONS = {"SETTINGS_CHECK_SECONDS": 60}
+    SmtpSettings.load()
+    SmtpSettings.objects.create(pk=SmtpSettings.FALLBACK_PK, host="backup.example.com")
+    ConnectBackoff.objects.create(
+        pk=SmtpSettings.PRIMARY_PK, failures=1, retry_at=timezone.now(), reason="[connect] down"
+    )
+    probe, opened = _SettingsProbe(), time.monotonic()
+    with django_assert_num_queries(2):  # the settings and the back-off, for every session's checks
+        assert all(probe.read(opened).primary_backed_off for _ in range(5))
+    ConnectBackoff.objects.update(failures=0)
+    assert not probe.read(time.monotonic()).primary_backed_off
 
 
 def test_sessions_on_their_way_are_not_asked_for_twice():

@@ -28,6 +28,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import NamedTuple
 
 from django.db import transaction
 from django.db.models import F
@@ -267,9 +268,9 @@ class _Drain:
     def _settings_current(self, since: float) -> bool:
         """This server's settings unchanged and not paused, this slot within the primary's
         Batch, and, on the fallback, the primary still unusable."""
-        primary_pk = SmtpSettings.PRIMARY_PK
-        current = _settings_probe.read(since)
-        mine, primary = current.get(self.settings.pk), current.get(primary_pk)
+        reading = _settings_probe.read(since)
+        mine = reading.servers.get(self.settings.pk)
+        primary = reading.servers.get(SmtpSettings.PRIMARY_PK)
         if (
             mine is None
             or primary is None
@@ -279,7 +280,7 @@ class _Drain:
         ):
             return False
         if self.settings.is_fallback and not primary[2]:
-            return leases.backed_off(primary_pk) is not None  # the primary is back: go to it
+            return reading.primary_backed_off  # the primary is back: go to it
         return True
 
     def _reserve(self, row: Notification) -> bool:
@@ -449,17 +450,25 @@ class _Drain:
         _log_attempt(row, self.settings, outcome, written or "claim-lost")
 
 
+class _Reading(NamedTuple):
+    """Every server's (version, Batch, pause) by pk, and whether the primary is backed off (read
+    only while a fallback is set: no session needs it otherwise)."""
+
+    servers: dict[int, tuple]
+    primary_backed_off: bool
+
+
 class _SettingsProbe:
-    """Every server's (version, Batch, pause), read at most once per SETTINGS_CHECK_SECONDS for
-    every session of this process: per session, Batch 50 made that 250 queries a second. A
-    session uses only a reading taken after it started, so it never acts on one older than the
-    settings it opened with."""
+    """The settings read at most once per SETTINGS_CHECK_SECONDS for every session of this
+    process: per session, Batch 50 made that 250 queries a second, and a fallback session's
+    look at the primary's back-off one a message. A session uses only a reading taken after it
+    started, so it never acts on one older than the settings it opened with."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._reading: tuple[float, dict[int, tuple]] | None = None  # (when, {pk: values})
+        self._reading: tuple[float, _Reading] | None = None  # (when, what)
 
-    def read(self, since: float) -> dict[int, tuple]:
+    def read(self, since: float) -> _Reading:
         now = time.monotonic()
         with self._lock:
             reading = self._reading
@@ -469,15 +478,19 @@ class _SettingsProbe:
             and now - reading[0] < conf.get("SETTINGS_CHECK_SECONDS")
         ):
             return reading[1]
-        values = {
+        servers = {
             pk: rest
             for pk, *rest in SmtpSettings.objects.values_list(
                 "pk", "version", "batch", "paused_reason"
             )
         }
+        backed_off = SmtpSettings.FALLBACK_PK in servers and (
+            leases.backed_off(SmtpSettings.PRIMARY_PK) is not None
+        )
+        fresh = _Reading(servers, backed_off)
         with self._lock:
-            self._reading = (now, values)
-        return values
+            self._reading = (now, fresh)
+        return fresh
 
 
 _settings_probe = _SettingsProbe()
