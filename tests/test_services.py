@@ -297,6 +297,37 @@ def test_an_expired_claim_can_be_taken_over():
     assert taken.pk == row.pk and taken.claim_token == "next-worker"
 
 
+def test_a_claim_takes_the_oldest_due_rows_of_both_kinds_and_nothing_else():
+    rows = notifications.notify(
+        recipients=[f"r{n}@example.com" for n in range(6)], subject="s", body="b"
+    )
+    now = timezone.now()
+    waiting_old, expired, waiting_new, future, leased, sent = rows
+    Notification.objects.filter(pk=waiting_old.pk).update(next_attempt_at=now - timedelta(3))
+    Notification.objects.filter(pk=expired.pk).update(
+        status=Status.SENDING,
+        claim_token="dead",
+        claimed_until=now - timedelta(seconds=1),
+        next_attempt_at=now - timedelta(2),
+    )
+    Notification.objects.filter(pk=waiting_new.pk).update(next_attempt_at=now - timedelta(1))
+    Notification.objects.filter(pk=future.pk).update(next_attempt_at=now + timedelta(1))
+    Notification.objects.filter(pk=leased.pk).update(
+        status=Status.SENDING, claim_token="alive", claimed_until=now + timedelta(1)
+    )
+    Notification.objects.filter(pk=sent.pk).update(status=Status.SENT)
+
+    first = services.claim_batch("a", limit=2)
+    assert [row.pk for row in first] == [waiting_old.pk, expired.pk]
+    assert [row.pk for row in services.claim_batch("b", limit=5)] == [waiting_new.pk]
+    assert services.claim_batch("c", limit=5) == []
+    assert {r.claim_token for r in Notification.objects.filter(status=Status.SENDING)} == {
+        "a",
+        "b",
+        "alive",
+    }
+
+
 def test_a_row_that_kills_its_worker_every_time_fails_after_its_attempts(settings):
     settings.NOTIFICATIONS = {"MAX_ATTEMPTS": 3}
     [row] = notifications.notify(recipients="a@example.com", subject="s", body="b")

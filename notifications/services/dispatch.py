@@ -163,7 +163,7 @@ def _ask_for_more_sessions(batch: int) -> None:
     if batch <= 1:
         return
     claim = conf.get("CLAIM_BATCH")
-    due = len(Notification.objects.due().values_list("pk", flat=True)[: batch * claim])
+    due = len(Notification.objects.due().order_by().values_list("pk", flat=True)[: batch * claim])
     wanted = min(leases.free_slots(batch), math.ceil(due / claim) - 1)
     request_sessions(_asked.more(wanted))
 

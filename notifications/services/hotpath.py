@@ -5,8 +5,9 @@
   it is one round trip and still one atomic, durable commit, under the same conditions as the ORM
   path (``owned(token)`` and, for the start, a lease not yet run out).
 - A claim: one UPDATE ... RETURNING over the oldest due rows picked FOR UPDATE SKIP LOCKED
-  (through the ORM: BEGIN, SET LOCAL, SELECT ... FOR UPDATE, UPDATE, COMMIT and a SELECT of the
-  rows, six round trips), its commit not waiting for the disk like the ORM's bookkeeping writes.
+  down the partial indexes (through the ORM: BEGIN, SET LOCAL, SELECT ... FOR UPDATE, UPDATE,
+  COMMIT and a SELECT of the rows, six round trips), its commit not waiting for the disk like
+  the ORM's bookkeeping writes.
 - The rows of one notify() call, which differ only in their recipient: one INSERT ... SELECT
   FROM unnest(recipients), without compiling every value of every row.
 
@@ -64,12 +65,13 @@ def record_sent_and_start(
         Status.SENDING,
         now,
     ]
-    done, started = _prepared(sql, [str(p) if isinstance(p, Status) else p for p in parameters])
+    rows = _prepared(sql, [str(p) if isinstance(p, Status) else p for p in parameters])
+    done, started = rows[0]
     return bool(done), bool(started)
 
 
-def _prepared(sql: str, parameters: list):
-    """Run a statement of every message as a prepared statement, and return its one row.
+def _prepared(sql: str, parameters: list | dict) -> list[tuple]:
+    """Run a statement of the hot path as a prepared statement, and return its rows.
 
     Django's cursors bind parameters in the client (the whole statement is sent, parsed and
     planned each time); this one binds them in the server and prepares the statement once per
@@ -80,14 +82,20 @@ def _prepared(sql: str, parameters: list):
     connection.ensure_connection()
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(sql, parameters, prepare=True)
-        return cursor.fetchone()
+        return cursor.fetchall()
 
 
 def claim(*, token: str, limit: int, now: datetime, lease_end: datetime) -> list[Notification]:
     """Claim up to ``limit`` of the oldest due rows for ``token`` (``Notification.due()``'s
     conditions); returns them oldest first. Rows another claim holds locked are skipped, and a
     row that another claim took meanwhile fails the due conditions again, so none is claimed
-    twice."""
+    twice.
+
+    The two kinds of due row are picked apart, each down its own partial index in the claim's
+    order (``notif_waiting_idx``, ``notif_leased_idx``), so a claim reads about ``limit`` rows
+    whatever the backlog; ``due()``'s OR in one query made PostgreSQL read and sort every due
+    row on every claim, about 1 ms of its CPU per message with 10,000 waiting.
+    """
     meta = Notification._meta
     table = connection.ops.quote_name(meta.db_table)
     columns = ", ".join(
@@ -97,22 +105,39 @@ def claim(*, token: str, limit: int, now: datetime, lease_end: datetime) -> list
     # bookkeeping (leases.bookkeeping), lost at worst with a database crash.
     sql = f"""
         WITH quiet AS (SELECT set_config('synchronous_commit', 'off', true)),
-        picked AS (
-            SELECT id FROM {table}
-            WHERE (status = %s AND next_attempt_at <= %s) OR (status = %s AND claimed_until < %s)
+        waiting AS (
+            SELECT id, next_attempt_at FROM {table}
+            WHERE status = %(queued)s AND next_attempt_at <= %(now)s
             ORDER BY next_attempt_at, id
-            LIMIT %s
+            LIMIT %(limit)s
             FOR UPDATE SKIP LOCKED
+        ),
+        expired AS (
+            SELECT id, next_attempt_at FROM {table}
+            WHERE status = %(sending)s AND claimed_until < %(now)s
+            ORDER BY claimed_until
+            LIMIT %(limit)s
+            FOR UPDATE SKIP LOCKED
+        ),
+        picked AS (
+            SELECT id FROM (SELECT * FROM waiting UNION ALL SELECT * FROM expired) AS due
+            ORDER BY next_attempt_at, id
+            LIMIT %(limit)s
         )
-        UPDATE {table} SET status = %s, claim_token = %s, claimed_until = %s
+        UPDATE {table} SET status = %(sending)s, claim_token = %(token)s, claimed_until = %(end)s
         FROM picked, quiet
         WHERE {table}.id = picked.id
         RETURNING {columns}
     """  # noqa: S608  (the table and column names are ours, every value is a parameter)
-    parameters = [Status.QUEUED, now, Status.SENDING, now, limit, Status.SENDING, token, lease_end]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, parameters)
-        rows = _instances(cursor.fetchall())
+    parameters = {
+        "queued": str(Status.QUEUED),
+        "sending": str(Status.SENDING),
+        "now": now,
+        "limit": limit,
+        "token": token,
+        "end": lease_end,
+    }
+    rows = _instances(_prepared(sql, parameters))
     rows.sort(key=lambda row: (row.next_attempt_at, row.pk))
     return rows
 
