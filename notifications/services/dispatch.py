@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import NamedTuple
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -250,15 +250,14 @@ class _Drain:
                 row = self.claimed.popleft()
                 if not self._reserve(row):
                     break
-                if not self._write(row):
+                outcome = self._attempt(row)
+                if outcome is None:
                     quotas.refund(self.reservation)
                     logger.warning("Notification %s: claim lost before sending; skipped", row.pk)
                     continue
                 remaining -= 1
-                self.pending = self._attempt(row)
-                if self.pending.kind in ("paused", "throttled") or not self._still_usable(
-                    self.pending.error
-                ):
+                self.pending = outcome
+                if outcome.kind in ("paused", "throttled") or not self._still_usable(outcome.error):
                     break
         finally:
             self._write(None)
@@ -301,8 +300,20 @@ class _Drain:
                 self._write(None)  # the last outcome need not wait with us
                 time.sleep(max(wait, 0.01))  # a known moment: sleep to it rather than poll
 
-    def _attempt(self, row: Notification) -> _Outcome:
+    def _attempt(self, row: Notification) -> _Outcome | None:
+        """Send ``row``; None when its claim was lost first (nothing was sent).
+
+        The last outcome and ``row``'s start are written (``_write``) while MAIL FROM is on its
+        way, so that the durable write overlaps that round trip; the message is handed over only
+        after the write proved the row still ours. A database error ends the session.
+        """
         started = time.monotonic()
+        ours: list[bool] = []  # the write's answer, once made
+
+        def start() -> bool:
+            ours.append(self._write(row))
+            return ours[0]
+
         try:
             row.message_id, message = _message_or_permanent_error(row, self.config.from_address)
             self.session.send(
@@ -310,14 +321,23 @@ class _Drain:
                 envelope_from=_envelope_address(self.config.from_address),
                 recipient=row.recipient,
                 deadline=started + leases.message_seconds(),
+                meanwhile=start,
             )
+        except DatabaseError:
+            raise
         except SmtpError as exc:
-            return self._failure(row, exc, started)
+            error = exc
         except NotificationsError as exc:  # e.g. the password cannot be decrypted
-            return self._failure(row, _as_configuration_error(exc), started)
+            error = _as_configuration_error(exc)
         except Exception as exc:  # a bug: retry, bounded
             logger.exception("Unexpected error while sending notification %s", row.pk)
-            return self._failure(row, _unexpected(exc), started)
+            error = _unexpected(exc)
+        else:
+            error = None
+        if not (ours[0] if ours else start()):  # failed before MAIL FROM: started now
+            return None
+        if error is not None:
+            return self._failure(row, error, started)
         fields = {
             "sent_at": timezone.now(),
             "message_id": row.message_id,

@@ -100,10 +100,15 @@ class _Client(smtplib.SMTP):
 
     # smtplib's mail() and rcpt() parse each address once more (email.utils.parseaddr, a tenth
     # of a worker's CPU) only to put it in angle brackets; a plain addr-spec goes as it is.
-    def mail(self, sender: str, options=()) -> tuple[int, bytes]:
+    def mail(self, sender: str, options=(), *, meanwhile=None) -> tuple[int, bytes]:
+        """MAIL FROM; ``meanwhile()``, if given, runs while the command is on its way."""
         if not PLAIN_ADDRESS.fullmatch(sender) or any(o.lower() == "smtputf8" for o in options):
+            if meanwhile is not None:
+                meanwhile()
             return super().mail(sender, options)
         self.putcmd("mail", f"FROM:<{sender}>{_option_list(self, options)}")
+        if meanwhile is not None:
+            meanwhile()
         return self.getreply()
 
     def rcpt(self, recip: str, options=()) -> tuple[int, bytes]:

@@ -8,7 +8,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from email.message import EmailMessage
 from typing import Any
@@ -105,11 +105,17 @@ class SmtpSession:
         envelope_from: str,
         recipient: str,
         deadline: float | None = None,
-    ) -> str:
+        meanwhile: Callable[[], bool] | None = None,
+    ) -> str | None:
         """MAIL FROM, RCPT TO, DATA; returns the server's final reply text.
 
         ``message`` is an EmailMessage or its bytes with CRLF line endings. ``deadline`` (an
         absolute ``time.monotonic()``) bounds the whole exchange, however the server drips.
+
+        ``meanwhile``, if given, is called once, while MAIL FROM is on its way, so that the
+        caller's own work (the outbox's write before a send) overlaps the round trip instead of
+        adding to it. When it returns False the transaction is reset (RSET) before anything was
+        sent, and None is returned. Nothing it raises is caught here.
         """
         client = self._client
         if client.sock is None:
@@ -128,9 +134,18 @@ class SmtpSession:
                 deadline if session_deadline is None else min(deadline, session_deadline)
             )
         client.deadline = self._deadline
+        go_on = [True]
+
+        def overlap() -> None:
+            go_on[0] = meanwhile()
+
         try:
             with self._step("mail") as step:
-                self._expect(step, client.mail(envelope_from, options), 250)
+                reply = client.mail(envelope_from, options, meanwhile=meanwhile and overlap)
+                if not go_on[0]:
+                    self._reset()
+                    return None
+                self._expect(step, reply, 250)
             with self._step("rcpt") as step:
                 self._expect(step, client.rcpt(recipient), 250, 251)
             with self._step("data") as step:
