@@ -14,7 +14,7 @@ from bench.peers import PeerResult
 IDEAL_RATIO = 0.9  # slow server: throughput ≥ 0.9 × Batch ÷ delay
 PEER_RATIO = 1.0  # fast server, Batch 10: ≥ 1.0 × django-post-office's send phase
 FAST_BATCH = 10
-CPU_MS = 2.5  # fast server, Batch 10: total CPU per message
+CPU_MS = 2.5  # fast server, Batch 10: the pipeline's CPU per message (see pipeline_cpu)
 NOTIFY_MS = 1.0  # notify() median, one recipient, while workers send
 RSS_MB = 120.0  # per worker process
 
@@ -87,12 +87,15 @@ class Run:
                 )
             )
         if fast is not None:
-            total = fast.cpu.get("machine", 0) * 1000 / fast.messages
+            pipeline = pipeline_cpu(fast.cpu) * 1000 / fast.messages
+            machine = fast.cpu.get("machine", 0) * 1000 / fast.messages
             found.append(
                 (
-                    f"fast server, Batch {FAST_BATCH}: total CPU ≤ {CPU_MS:g} ms per message",
-                    total <= CPU_MS,
-                    f"{total:.2f} ms",
+                    f"fast server, Batch {FAST_BATCH}: the pipeline's CPU (caller, workers, "
+                    f"Redis, PostgreSQL) ≤ {CPU_MS:g} ms per message",
+                    pipeline <= CPU_MS,
+                    f"{pipeline:.2f} ms; the whole machine's, the SMTP server's and other "
+                    f"processes' included: {machine:.2f} ms",
                 )
             )
         paced = [statistics.median(v) for v in self.paced_notify_ms.values()]
@@ -115,6 +118,13 @@ class Run:
             ("every message received exactly once", duplicates == 0, f"{duplicates} extra")
         )
         return found
+
+
+def pipeline_cpu(cpu: dict[str, float]) -> float:
+    """CPU seconds of the pipeline itself: the caller, the workers, Redis and PostgreSQL (issue
+    12 measured its cost so). The SMTP server stands in for the provider's, and "other" is
+    whatever else the shared machine ran."""
+    return sum(cpu.get(name, 0) for name in ("bench", "workers", "redis", "postgres"))
 
 
 def _ratio(value: float | None) -> str:
@@ -185,20 +195,22 @@ def render_run(run: Run, number: int) -> str:
     lines += [
         "",
         "Where the CPU goes, in ms of CPU per message (2 cores = 2,000 ms per second; postgres = "
-        "the backends serving the bench's database; other = anything else on the machine, the "
-        "other engineers' tests included):",
+        "the backends serving the bench's database; pipeline = caller, workers, Redis and "
+        "PostgreSQL, the cost the issue set out to cut; other = anything else on the machine, "
+        "the other engineers' tests included):",
         "",
-        "| server | Batch | bench (the caller) | workers | SMTP server | redis | postgres | other "
-        "| total | smtplib pool of Batch, total |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| server | Batch | bench (the caller) | workers | redis | postgres | pipeline "
+        "| SMTP server | other | total | smtplib pool of Batch, total |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in run.points:
         per = {name: seconds * 1000 / p.messages for name, seconds in p.cpu.items()}
         baseline = run.baseline(p.server, p.batch)
         lines.append(
             f"| {p.server} | {p.batch} | {per.get('bench', 0):.2f} | {per.get('workers', 0):.2f} "
-            f"| {per.get('smtp', 0):.2f} | {per.get('redis', 0):.2f} "
-            f"| {per.get('postgres', 0):.2f} | {per.get('other', 0):.2f} "
+            f"| {per.get('redis', 0):.2f} | {per.get('postgres', 0):.2f} "
+            f"| {pipeline_cpu(p.cpu) * 1000 / p.messages:.2f} "
+            f"| {per.get('smtp', 0):.2f} | {per.get('other', 0):.2f} "
             f"| {per.get('machine', 0):.2f} "
             f"| {baseline.cpu_ms_per_message if baseline else 0:.2f} |"
         )
