@@ -381,6 +381,37 @@ def test_sent_signal_fires_and_a_broken_receiver_loses_nothing(plain_smtp_server
     assert row.status == Status.SENT and seen == [row.pk]
 
 
+def test_a_row_whose_claim_is_lost_before_its_send_is_not_sent_and_the_session_goes_on(
+    plain_smtp_server, configure_smtp, caplog
+):
+    configure_smtp(plain_smtp_server)
+    recipients = ["a@example.com", "b@example.com", "c@example.com", "d@example.com"]
+    notifications.notify(recipients=recipients, subject="s", body="b")
+
+    # a's outcome is written (and announced) with b's start: taking c away then means c's start,
+    # made while its MAIL FROM is on the way, finds the row no longer the session's.
+    def steal(sender, notification, **kwargs):
+        if notification.recipient == "a@example.com":
+            Notification.objects.filter(recipient="c@example.com").update(claim_token="thief")
+
+    notification_sent.connect(steal)
+    try:
+        with caplog.at_level("WARNING", logger="notifications.services"):
+            assert services.deliver() == 3
+    finally:
+        notification_sent.disconnect(steal)
+    assert sorted(m.rcpt_tos[0] for m in plain_smtp_server.messages) == [
+        "a@example.com",
+        "b@example.com",
+        "d@example.com",
+    ]
+    assert plain_smtp_server.state.total_sessions == 1  # RSET, and d went over the same session
+    stolen = Notification.objects.get(recipient="c@example.com")
+    assert (stolen.status, stolen.claim_token, stolen.attempts) == (Status.SENDING, "thief", 0)
+    assert Notification.objects.filter(status=Status.SENT).count() == 3
+    assert f"Notification {stolen.pk}: claim lost before sending; skipped" in caplog.text
+
+
 def test_settings_change_ends_the_session_opened_with_the_old_version(
     plain_smtp_server, configure_smtp, settings
 ):
