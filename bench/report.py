@@ -233,20 +233,23 @@ time from that commit to the last `sent_at`; commit→sent is per message, so it
 spent waiting in the outbox. The paced producer calls `notify()` with one recipient 100 times a
 second while the workers send; each call is timed around its own transaction and commit.
 
-What bounds dispatch here: CPU. Every message costs the workers about 1.1-1.5 ms of CPU,
-PostgreSQL about 1.0-1.1 ms (one durable commit a message, the outcome with the next row's
-attempt in one prepared statement: `notifications/services/hotpath.py`; a claim, one
-`UPDATE ... RETURNING`, per 10 rows) and the SMTP server 0.6-0.8 ms, against 0.6-0.9 ms in all
-for plain smtplib: the 2 cores run out near 600-700 msg/s. Against the slow server, with the
-cores that busy each message's exchange takes about twice the server's 50 ms (the median of the
-logged attempt durations at Batch 50 was ~100 ms), so Batch 20 and 50 stay well below ideal:
-reaching 1,000 msg/s would take under 2 ms of CPU a message in all, the SMTP server's included.
-A py-spy and cProfile of the workers (fast server) puts the rest of their CPU in the SMTP exchange
-(smtplib and the session's step records, about a third), the database driver (a fifth), the log
-line of each attempt (a tenth), the claims and the message itself (under a tenth each).
+What bounds dispatch here: CPU. Every message costs the workers about 1.2-1.6 ms of CPU,
+PostgreSQL about 0.85-1.3 ms (one durable commit a message, the outcome with the next row's
+attempt in one prepared statement, made while MAIL FROM is on its way: see
+`notifications/services/hotpath.py`; a claim, one prepared `UPDATE ... RETURNING` down the
+partial indexes, per 10 rows) and the SMTP server 0.7-0.9 ms, against 0.7-1.0 ms in all for
+plain smtplib: the 2 cores run out near 600 msg/s. Against the slow server at Batch 20 and 50
+the cores are that busy, so each message's exchange takes well over the server's 50 ms and the
+ratio to ideal falls: 1,000 msg/s would take under 2 ms of CPU a message in all, the SMTP
+server's included. At Batch 1-10 the cores are not full; there each message costs its session
+about 3-13 ms beyond the server's 50 ms (plain smtplib: about 2.5), the scheduling of the
+sessions' threads and processes among the machine's others. A py-spy (`--gil`) of the workers
+against the fast server: the outcome write a sixth of their CPU, the SMTP exchange a fifth, the
+log line of each attempt and the message itself a tenth each, the claims under a tenth, each
+session's set-up (slot, settings, drain requests) about a tenth.
 django-post-office's send phase marks a whole batch (up to BATCH_SIZE, here 1,000) sent in one
-UPDATE after sending all of it, with no write per message: that is why it is faster against the
-fast server, and why a worker that dies mid-batch sends the whole batch again.
+UPDATE after sending all of it, with no write per message: that is how it spends less CPU, and
+why a worker that dies mid-batch sends the whole batch again.
 """
 
 
