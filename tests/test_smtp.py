@@ -171,6 +171,42 @@ def test_one_session_carries_several_messages(plain_smtp_server, make_config) ->
     assert plain_smtp_server.state.credentials == [(USERNAME, PASSWORD)]
 
 
+def test_meanwhile_runs_while_mail_from_is_on_its_way_and_its_no_sends_nothing(
+    plain_smtp_server, make_config
+) -> None:
+    from notifications.smtp.session import SmtpSession
+
+    session = SmtpSession(make_config(plain_smtp_server), transcript=True)
+    session.connect()
+    seen: list[str] = []
+
+    def meanwhile(answer: bool) -> Callable[[], bool]:
+        def look() -> bool:
+            seen.append(session.recorder.transcript[-1])  # MAIL FROM sent, its reply not read
+            return answer
+
+        return look
+
+    with session:
+        refused = session.send(
+            message_to(),
+            envelope_from="sender@example.com",
+            recipient=TO,
+            meanwhile=meanwhile(False),
+        )
+        reply = session.send(
+            message_to(),
+            envelope_from="sender@example.com",
+            recipient=TO,
+            meanwhile=meanwhile(True),
+        )
+
+    assert seen == ["C: MAIL FROM:<sender@example.com>"] * 2
+    assert (refused, reply) == (None, "OK queued as 1")
+    assert "C: RSET" in session.recorder.transcript
+    assert len(plain_smtp_server.messages) == 1 and plain_smtp_server.state.total_sessions == 1
+
+
 def test_no_username_skips_login(smtp_server_factory: ServerFactory, make_config) -> None:
     server = smtp_server_factory("none")
 
