@@ -24,6 +24,7 @@ from notifications.exceptions import (
 )
 from notifications.smtp import (
     SmtpConfig,
+    SmtpSession,
     auth_failure_hint,
     build_message,
     diagnose,
@@ -174,8 +175,6 @@ def test_one_session_carries_several_messages(plain_smtp_server, make_config) ->
 def test_meanwhile_runs_while_mail_from_is_on_its_way_and_its_no_sends_nothing(
     plain_smtp_server, make_config
 ) -> None:
-    from notifications.smtp.session import SmtpSession
-
     session = SmtpSession(make_config(plain_smtp_server), transcript=True)
     session.connect()
     seen: list[str] = []

@@ -115,7 +115,8 @@ class SmtpSession:
         ``meanwhile``, if given, is called once, while MAIL FROM is on its way, so that the
         caller's own work (the outbox's write before a send) overlaps the round trip instead of
         adding to it. When it returns False the transaction is reset (RSET) before anything was
-        sent, and None is returned. Nothing it raises is caught here.
+        sent, and None is returned. What it raises propagates (an OSError among it would be
+        reported as the MAIL step's failure, so the caller's work should not raise one).
         """
         client = self._client
         if client.sock is None:
@@ -134,15 +135,16 @@ class SmtpSession:
                 deadline if session_deadline is None else min(deadline, session_deadline)
             )
         client.deadline = self._deadline
-        go_on = [True]
+        go_on = True
 
         def overlap() -> None:
-            go_on[0] = meanwhile()
+            nonlocal go_on
+            go_on = meanwhile()
 
         try:
             with self._step("mail") as step:
                 reply = client.mail(envelope_from, options, meanwhile=meanwhile and overlap)
-                if not go_on[0]:
+                if not go_on:
                     self._reset()
                     return None
                 self._expect(step, reply, 250)
