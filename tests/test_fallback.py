@@ -267,7 +267,7 @@ def test_two_workers_fall_over_with_one_probe_per_cool_down_and_come_back(
 
 @override_settings(NOTIFICATIONS=FAST)
 def test_a_session_on_the_fallback_ends_once_the_primary_is_usable_again(two_servers):
-    from notifications.services import dispatch, leases
+    from notifications.services import drain, leases
     from notifications.smtp import open_session
 
     primary, fallback = two_servers
@@ -275,10 +275,10 @@ def test_a_session_on_the_fallback_ends_once_the_primary_is_usable_again(two_ser
     record, main = SmtpSettings.load_fallback(), SmtpSettings.load()
     config = record.to_smtp_config()
     with open_session(config) as session:
-        drain = dispatch._Drain(session, config, record, main, 1, "token", time.monotonic() + 9)
+        session_drain = drain.Drain(session, config, record, main, 1, "token", time.monotonic() + 9)
 
         def current() -> bool:  # a check that takes a new reading of the settings
-            return drain._settings_current(time.monotonic())
+            return session_drain._settings_current(time.monotonic())
 
         assert current()  # the primary is backed off: stay
         leases.connect_succeeded()  # a probe got through

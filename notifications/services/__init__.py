@@ -5,7 +5,9 @@ Admin views, tasks, signal receivers and management commands call in here:
 - ``settings``: save a server's SMTP settings as an audited version, remove the fallback; pause
   a server on a setup problem.
 - ``outbox``: the ways in (``notify``), validation, the admin's "retry now" and "cancel".
-- ``dispatch``: the pipeline: one session per Batch slot, rows streamed through it.
+- ``dispatch``: the pipeline: one session per Batch slot, to the primary or the fallback.
+- ``drain``: the rows of one open session: claimed, attempted, sent and recorded.
+- ``attempts``: the message a row becomes, an error described, the attempt's log line, retries.
 - ``leases``: claims on rows, send slots, the shared permit to reconnect after a failure.
 - ``upkeep``: the sweeper, worker heartbeats and their capacity.
 - ``hooks``: observer signals and the request for draining sessions (tasks publishes it).
@@ -16,7 +18,8 @@ The names other modules use are re-exported here.
 
 from __future__ import annotations
 
-from notifications.services.dispatch import deliver, describe, message_for, retry_delay
+from notifications.services.attempts import describe, message_for, retry_delay
+from notifications.services.dispatch import deliver
 from notifications.services.hooks import send_robust
 from notifications.services.leases import (
     acquire_slot,

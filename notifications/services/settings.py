@@ -153,7 +153,7 @@ def pause(version: int, reason: str, *, server: int = SmtpSettings.PRIMARY_PK) -
 
     A paused primary with a usable fallback sends through the fallback; a paused fallback only
     stops being a fallback. ``reason`` is English; the phrases it was made of
-    (``dispatch.describe``'s ``detail``) are kept beside it for the settings page, which shows
+    (``attempts.describe``'s ``detail``) are kept beside it for the settings page, which shows
     them in its reader's language.
     """
     if SmtpSettings.objects.filter(pk=server, version=version).update(
