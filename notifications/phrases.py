@@ -149,7 +149,7 @@ def shown(text: str, detail: Any) -> str:
 
     The phrase in the reader's language while it still says what the column says (the column is
     its English rendering); otherwise the column itself: a row written before phrases, or by code
-    that wrote only the text (a cancellation, a success clearing the error).
+    that wrote only the text (a success clearing the error).
     """
     if not text:
         return ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from django.urls import reverse
+from django.utils import translation
 
 from notifications.models import SettingsChange, SmtpSettings
 
@@ -135,7 +136,9 @@ def test_delivery_log_retry_now_and_cancel(admin_client, plain_smtp_server, conf
         url, {"action": "cancel", "_selected_action": [waiting.pk]}, follow=True
     )
     waiting.refresh_from_db()
-    assert waiting.status == Status.CANCELLED and "Cancelled by root" in waiting.last_error
+    assert waiting.status == Status.CANCELLED and waiting.last_error == "Cancelled by root."
+    with translation.override("zh-hans"):  # the delivery log shows it in the reader's language
+        assert waiting.error_text == "已由 root 取消。"
 
 
 def test_delivery_log_filters_and_searches(admin_client):

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import transaction
-from django.utils import timezone
+from django.utils import timezone, translation
 
 import notifications
 from notifications import services
@@ -338,6 +338,8 @@ def test_a_row_that_kills_its_worker_every_time_fails_after_its_attempts(setting
     assert services.claim_batch("worker-4", limit=1) == []
     row.refresh_from_db()
     assert row.status == Status.FAILED and "Gave up after 3 attempts" in row.last_error
+    with translation.override("zh-hans"):  # the delivery log shows it in the reader's language
+        assert row.error_text.startswith("尝试 3 次后放弃")
 
 
 def test_rows_claimed_alongside_a_crashing_one_are_not_charged_for_it(settings):
@@ -582,11 +584,11 @@ def test_postgres_racing_claims_never_take_a_row_twice():
 def test_sessions_of_a_process_share_one_settings_reading_per_interval(
     settings, django_assert_num_queries
 ):
-    from notifications.services.dispatch import _SettingsProbe
+    from notifications.services.drain import SettingsProbe
 
     settings.NOTIFICATIONS = {"SETTINGS_CHECK_SECONDS": 60}
     record = SmtpSettings.load()
-    probe, opened = _SettingsProbe(), time.monotonic()
+    probe, opened = SettingsProbe(), time.monotonic()
     with django_assert_num_queries(1):  # five sessions' checks, one query
         assert all(probe.read(opened).servers[record.pk][0] == record.version for _ in range(5))
     SmtpSettings.objects.update(version=record.version + 1)
@@ -600,7 +602,7 @@ def test_sessions_of_a_process_share_one_settings_reading_per_interval(
 def test_with_a_fallback_the_shared_reading_also_says_whether_the_primary_is_backed_off(
     settings, django_assert_num_queries
 ):
-    from notifications.services.dispatch import _SettingsProbe
+    from notifications.services.drain import SettingsProbe
 
     settings.NOTIFICATIONS = {"SETTINGS_CHECK_SECONDS": 60}
     SmtpSettings.load()
@@ -608,7 +610,7 @@ def test_with_a_fallback_the_shared_reading_also_says_whether_the_primary_is_bac
     ConnectBackoff.objects.create(
         pk=SmtpSettings.PRIMARY_PK, failures=1, retry_at=timezone.now(), reason="[connect] down"
     )
-    probe, opened = _SettingsProbe(), time.monotonic()
+    probe, opened = SettingsProbe(), time.monotonic()
     with django_assert_num_queries(2):  # the settings and the back-off, for every session's checks
         assert all(probe.read(opened).primary_backed_off for _ in range(5))
     ConnectBackoff.objects.update(failures=0)
@@ -616,9 +618,9 @@ def test_with_a_fallback_the_shared_reading_also_says_whether_the_primary_is_bac
 
 
 def test_sessions_on_their_way_are_not_asked_for_twice():
-    from notifications.services.dispatch import _Asked
+    from notifications.services.dispatch import AskedSessions
 
-    asked = _Asked()
+    asked = AskedSessions()
     asked.SECONDS = 0.2
     assert asked.more(49) == 49  # the first session of a burst asks for the free slots
     assert asked.more(40) == 0  # the sessions it asked for, opening, ask for nothing more

@@ -21,6 +21,8 @@ from django.utils import timezone
 
 from notifications import conf
 from notifications.models import ConnectBackoff, Notification, SendSlot, SmtpSettings, Status
+from notifications.phrases import Phrase, english, to_json
+from notifications.phrases import phrase as _
 from notifications.services import hotpath
 from notifications.services.hooks import send_robust
 from notifications.signals import notification_failed
@@ -131,17 +133,23 @@ def unclaim(rows: list[Notification], token: str) -> None:
             Notification.objects.owned(token).filter(pk__in=[row.pk for row in rows]).release()
 
 
-def give_up(row: Notification, owned, reason: str, *, settings_version: int | None) -> None:
-    """Fail the row for good (if ``owned`` still matches it) and tell the observers."""
+def give_up(row: Notification, owned, reason: Phrase, *, settings_version: int | None) -> None:
+    """Fail the row for good (if ``owned`` still matches it) and tell the observers.
+
+    The row, the log and the signal carry ``reason`` in English; its phrase is stored beside it,
+    so that the delivery log shows it in the reader's language.
+    """
+    text = english(reason)
     if owned.release(
         Status.FAILED,
-        last_error=reason,
+        last_error=text,
+        last_error_detail=to_json(reason),
         settings_version=settings_version,
         message_id=row.message_id,
     ):
-        row.status, row.last_error = Status.FAILED, reason
-        logger.warning("Notification %s failed: %s", row.pk, reason)
-        send_robust(notification_failed, sender=Notification, notification=row, error=reason)
+        row.status, row.last_error = Status.FAILED, text
+        logger.warning("Notification %s failed: %s", row.pk, text)
+        send_robust(notification_failed, sender=Notification, notification=row, error=text)
 
 
 def _crashed_too_often(row: Notification, token: str) -> bool:
@@ -152,10 +160,10 @@ def _crashed_too_often(row: Notification, token: str) -> bool:
     """
     if row.attempts < conf.get("MAX_ATTEMPTS"):
         return False
-    reason = (
-        f"Gave up after {row.attempts} attempts that never finished: the worker stopped "
-        "while sending this message each time. Check the worker logs."
-    )
+    reason = _(
+        "Gave up after %(attempts)s attempts that never finished: the worker stopped while "
+        "sending this message each time. Check the worker logs."
+    ) % {"attempts": row.attempts}
     give_up(row, Notification.objects.owned(token).filter(pk=row.pk), reason, settings_version=None)
     return True
 
@@ -244,7 +252,7 @@ def connect_failed(
         state.failures += 1
         delay = max(backoff_delay(state.failures), at_least)
         state.retry_at, state.reason, state.failed_at = now + timedelta(seconds=delay), reason, now
-        state.reason_detail = getattr(reason, "detail", None)  # see dispatch.describe
+        state.reason_detail = getattr(reason, "detail", None)  # see attempts.describe
         state.throttled = throttled
         state.save()
     return delay

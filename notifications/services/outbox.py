@@ -16,6 +16,8 @@ from django.utils import timezone
 
 from notifications.exceptions import InvalidNotification
 from notifications.models import Notification, Status
+from notifications.phrases import english, to_json
+from notifications.phrases import phrase as _
 from notifications.services import hotpath
 from notifications.services.hooks import request_sessions, send_robust
 from notifications.signals import notification_cancelled
@@ -296,10 +298,12 @@ def cancel(queryset, *, by=None) -> int:
     Cancelled is a status of its own, not a failure: the delivery counts and the chart leave it
     out, and observers hear of it through ``notification_cancelled`` (not notification_failed).
     """
-    reason = f"Cancelled by {by or 'an administrator'}."
+    reason = (
+        _("Cancelled by %(who)s.") % {"who": str(by)} if by else _("Cancelled by an administrator.")
+    )
     ids = list(queryset.filter(status=Status.QUEUED).values_list("id", flat=True))
     count = Notification.objects.filter(pk__in=ids, status=Status.QUEUED).update(
-        status=Status.CANCELLED, last_error=reason
+        status=Status.CANCELLED, last_error=english(reason), last_error_detail=to_json(reason)
     )
     for row in Notification.objects.filter(pk__in=ids, status=Status.CANCELLED):
         send_robust(notification_cancelled, sender=Notification, notification=row, by=by)
