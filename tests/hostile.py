@@ -40,11 +40,22 @@ class HostileServer:
     """Greets and answers EHLO/MAIL/RCPT/DATA normally, then runs ``behaviour`` at ``at``.
 
     ``at`` is "greeting" (instead of the greeting) or "data" (instead of the reply to the end of
-    the message). ``connections`` counts the TCP connections accepted.
+    the message). ``connections`` counts the TCP connections accepted. ``pipelining`` offers
+    PIPELINING; ``rcpt_reply`` answers RCPT, and DATA is taken (354) whatever it said, as a
+    careless server does. ``message_lines`` are the lines received after DATA, the dot included.
     """
 
-    def __init__(self, behaviour: Behaviour, *, at: str = "data") -> None:
+    def __init__(
+        self,
+        behaviour: Behaviour,
+        *,
+        at: str = "data",
+        pipelining: bool = False,
+        rcpt_reply: bytes = b"250 OK",
+    ) -> None:
         self.behaviour, self.at = behaviour, at
+        self.pipelining, self.rcpt_reply = pipelining, rcpt_reply
+        self.message_lines: list[bytes] = []
         self.connections = 0
         self._stop = threading.Event()
         self._listener = socket.create_server((LOOPBACK, 0))
@@ -78,13 +89,17 @@ class HostileServer:
                     if not line:
                         return
                     if in_data:
+                        self.message_lines.append(line)
                         if line == b".\r\n":
                             self.behaviour(sock, self._stop)
-                            return
+                            in_data = False
                         continue
                     verb = line[:4].upper()
                     if verb == b"EHLO":
-                        sock.sendall(b"250-hostile.test\r\n250 8BITMIME\r\n")
+                        offered = b"250-PIPELINING\r\n" if self.pipelining else b""
+                        sock.sendall(b"250-hostile.test\r\n" + offered + b"250 8BITMIME\r\n")
+                    elif verb == b"RCPT":
+                        sock.sendall(self.rcpt_reply + b"\r\n")
                     elif verb == b"DATA":
                         in_data = True
                         sock.sendall(b"354 go ahead\r\n")
@@ -106,8 +121,8 @@ class HostileServer:
 def hostile_server() -> Iterator[Callable[..., HostileServer]]:
     servers: list[HostileServer] = []
 
-    def start(behaviour: Behaviour, *, at: str = "data") -> HostileServer:
-        server = HostileServer(behaviour, at=at)
+    def start(behaviour: Behaviour, **options) -> HostileServer:
+        server = HostileServer(behaviour, **options)
         servers.append(server)
         return server
 

@@ -247,9 +247,12 @@ def read_events(path: Path) -> list[dict[str, Any]]:
 class Handler:
     """aiosmtpd hooks. ``replies[command]`` queues replies ("250" = behave normally)."""
 
-    def __init__(self, state: ServerState, *, offer_auth: bool = True) -> None:
+    def __init__(
+        self, state: ServerState, *, offer_auth: bool = True, pipelining: bool = True
+    ) -> None:
         self.state = state
         self.offer_auth = offer_auth
+        self.pipelining = pipelining
         self.replies: dict[str, deque[str]] = {c: deque() for c in ("MAIL", "RCPT", "DATA")}
         self.drop_at: set[str] = set()  # "EHLO", "MAIL", "RCPT", "DATA": abort the connection
         self.data_delay = 0.0
@@ -274,6 +277,8 @@ class Handler:
             return [dropped]
         if not self.offer_auth:
             responses = [line for line in responses if not line[4:].upper().startswith("AUTH")]
+        if self.pipelining:  # aiosmtpd reads commands in order whether or not it says so
+            responses = [*responses[:-1], "250-PIPELINING", responses[-1]]
         return responses
 
     async def handle_MAIL(
@@ -437,6 +442,7 @@ class SmtpTestServer:
         events_path: Path | None = None,
         xoauth2: Callable[[str, str], bool] | None = None,
         data_size_limit: int | None = None,
+        pipelining: bool = True,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
@@ -446,9 +452,11 @@ class SmtpTestServer:
         self.host = host
         self.state = ServerState(events_path=events_path)
         self.handler: Handler = (
-            Handler(self.state, offer_auth=offer_auth)
+            Handler(self.state, offer_auth=offer_auth, pipelining=pipelining)
             if xoauth2 is None
-            else XOAuth2Handler(self.state, offer_auth=offer_auth, accepts=xoauth2)
+            else XOAuth2Handler(
+                self.state, offer_auth=offer_auth, pipelining=pipelining, accepts=xoauth2
+            )
         )
         self._release = threading.Event()
         tls = pki.server_context(cert) if pki is not None and mode != "none" else None

@@ -172,16 +172,20 @@ def test_one_session_carries_several_messages(plain_smtp_server, make_config) ->
     assert plain_smtp_server.state.credentials == [(USERNAME, PASSWORD)]
 
 
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-by-one"])
 def test_meanwhile_runs_while_mail_from_is_on_its_way_and_its_no_sends_nothing(
-    plain_smtp_server, make_config
+    smtp_server_factory: ServerFactory, make_config, pipelining: bool
 ) -> None:
-    session = SmtpSession(make_config(plain_smtp_server), transcript=True)
+    server = smtp_server_factory("none", pipelining=pipelining)
+    session = SmtpSession(make_config(server), transcript=True)
     session.connect()
-    seen: list[str] = []
+    seen: list[list[str]] = []
 
     def meanwhile(answer: bool) -> Callable[[], bool]:
         def look() -> bool:
-            seen.append(session.recorder.transcript[-1])  # MAIL FROM sent, its reply not read
+            transcript = session.recorder.transcript
+            mail_from = transcript.index("C: MAIL FROM:<sender@example.com>", -3)
+            seen.append(transcript[mail_from:])  # what was sent since, no reply read yet
             return answer
 
         return look
@@ -200,10 +204,13 @@ def test_meanwhile_runs_while_mail_from_is_on_its_way_and_its_no_sends_nothing(
             meanwhile=meanwhile(True),
         )
 
-    assert seen == ["C: MAIL FROM:<sender@example.com>"] * 2
+    # Pipelined, RCPT TO goes with MAIL FROM, and DATA only after meanwhile said yes.
+    sent_with_mail = [f"C: RCPT TO:<{TO}>"] if pipelining else []
+    assert seen == [["C: MAIL FROM:<sender@example.com>", *sent_with_mail]] * 2
     assert (refused, reply) == (None, "OK queued as 1")
-    assert "C: RSET" in session.recorder.transcript
-    assert len(plain_smtp_server.messages) == 1 and plain_smtp_server.state.total_sessions == 1
+    transcript = session.recorder.transcript
+    assert transcript.count("C: DATA") == 1 and "C: RSET" in transcript
+    assert len(server.messages) == 1 and server.state.total_sessions == 1
 
 
 def test_no_username_skips_login(smtp_server_factory: ServerFactory, make_config) -> None:
@@ -441,6 +448,26 @@ def test_temporary_refusal_is_temporary_and_the_session_recovers(
         session.send(message_to(), envelope_from="sender@example.com", recipient=TO)
 
     assert len(plain_smtp_server.messages) == 1
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-by-one"])
+@pytest.mark.parametrize("command", ["MAIL", "RCPT", "DATA"])
+def test_after_a_refusal_at_any_step_the_next_message_goes_through_the_same_session(
+    smtp_server_factory: ServerFactory, make_config, command: str, pipelining: bool
+) -> None:
+    # Pipelined, the replies to RCPT and DATA are still due when MAIL is refused: each is read
+    # before the RSET, or every later reply would answer the command before it.
+    server = smtp_server_factory("none", pipelining=pipelining)
+    server.queue_replies(command, "550 5.7.1 refused")
+
+    with open_session(make_config(server)) as session:
+        with pytest.raises(SmtpPermanentError) as raised:
+            session.send(message_to(), envelope_from="sender@example.com", recipient=TO)
+        reply = session.send(message_to(), envelope_from="sender@example.com", recipient=TO)
+
+    assert (raised.value.step, raised.value.code) == (command.lower(), 550)
+    assert reply == "OK queued as 1" and len(server.messages) == 1
+    assert server.state.total_sessions == 1
 
 
 def test_temporary_refusal_is_reported_in_the_diagnosis(plain_smtp_server, make_config) -> None:

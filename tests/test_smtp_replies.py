@@ -7,7 +7,7 @@ import tracemalloc
 
 import pytest
 
-from notifications.exceptions import SmtpTemporaryError
+from notifications.exceptions import SmtpPermanentError, SmtpTemporaryError
 from notifications.smtp import SmtpConfig, build_message, diagnose, open_session
 from tests.hostile import drip, flood
 
@@ -51,8 +51,13 @@ def test_endless_greeting_fails_the_greeting_with_bounded_memory(hostile_server)
     assert peak < MEMORY_BOUND
 
 
-def test_endless_data_reply_fails_the_message_with_bounded_memory(hostile_server) -> None:
-    server = hostile_server(lambda sock, stop: flood(sock, stop, code=b"250"))
+@pytest.mark.parametrize("pipelining", [False, True], ids=["one-by-one", "pipelined"])
+def test_endless_data_reply_fails_the_message_with_bounded_memory(
+    hostile_server, pipelining: bool
+) -> None:
+    server = hostile_server(
+        lambda sock, stop: flood(sock, stop, code=b"250"), pipelining=pipelining
+    )
     session = open_session(config_for(server.port))
 
     def send() -> None:
@@ -72,8 +77,9 @@ def test_dripping_greeting_ends_at_the_diagnosis_deadline(hostile_server) -> Non
     assert 2.0 <= time.monotonic() - started <= 4.0
 
 
-def test_dripping_data_reply_ends_at_the_send_deadline(hostile_server) -> None:
-    server = hostile_server(drip(0.2))
+@pytest.mark.parametrize("pipelining", [False, True], ids=["one-by-one", "pipelined"])
+def test_dripping_data_reply_ends_at_the_send_deadline(hostile_server, pipelining: bool) -> None:
+    server = hostile_server(drip(0.2), pipelining=pipelining)
     session = open_session(config_for(server.port, timeout=30))
     started = time.monotonic()
     with pytest.raises(SmtpTemporaryError) as raised:
@@ -82,6 +88,25 @@ def test_dripping_data_reply_ends_at_the_send_deadline(hostile_server) -> None:
         )
     assert raised.value.step == "data"
     assert 1.0 <= time.monotonic() - started <= 3.0
+    session.close()
+
+
+def test_a_pipelining_server_taking_data_after_refusing_the_recipient_gets_only_the_dot(
+    hostile_server,
+) -> None:
+    # RFC 2920: DATA goes with RCPT TO unanswered; a server that refuses the recipient and then
+    # says 354 anyway gets the lone dot, not the message, and the refusal is what is reported.
+    server = hostile_server(
+        lambda sock, stop: sock.sendall(b"554 5.5.1 no valid recipients\r\n"),
+        pipelining=True,
+        rcpt_reply=b"550 5.1.1 no such user",
+    )
+    session = open_session(config_for(server.port))
+    with pytest.raises(SmtpPermanentError) as raised:
+        session.send(message(), envelope_from="sender@example.com", recipient=TO)
+    assert (raised.value.step, raised.value.code) == ("rcpt", 550)
+    assert server.message_lines == [b".\r\n"]
+    assert session.is_alive()  # the replies were all read: the connection is still in step
     session.close()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import re
 import smtplib
 import socket
 import time
@@ -59,6 +60,9 @@ MAX_REPLY_LINES = 100
 MAX_REPLY_BYTES = 64 * 1024
 
 
+_LINE_STARTING_WITH_DOT = re.compile(rb"(?m)^\.")
+
+
 class ReplyTooLong(smtplib.SMTPException):
     """The server's reply exceeded MAX_REPLY_LINES or MAX_REPLY_BYTES (a protocol error)."""
 
@@ -67,7 +71,7 @@ class MalformedChallenge(smtplib.SMTPException):
     """A 334 challenge that is not base64: no SMTP server sends one (a protocol error)."""
 
 
-def _option_list(client: smtplib.SMTP, options) -> str:
+def option_list(client: smtplib.SMTP, options) -> str:
     """MAIL/RCPT parameters as smtplib writes them (only when the server speaks ESMTP)."""
     return " " + " ".join(options) if options and client.does_esmtp else ""
 
@@ -106,7 +110,7 @@ class _Client(smtplib.SMTP):
             if meanwhile is not None:
                 meanwhile()
             return super().mail(sender, options)
-        self.putcmd("mail", f"FROM:<{sender}>{_option_list(self, options)}")
+        self.putcmd("mail", f"FROM:<{sender}>{option_list(self, options)}")
         if meanwhile is not None:
             meanwhile()
         return self.getreply()
@@ -114,7 +118,26 @@ class _Client(smtplib.SMTP):
     def rcpt(self, recip: str, options=()) -> tuple[int, bytes]:
         if not PLAIN_ADDRESS.fullmatch(recip):
             return super().rcpt(recip, options)
-        self.putcmd("rcpt", f"TO:<{recip}>{_option_list(self, options)}")
+        self.putcmd("rcpt", f"TO:<{recip}>{option_list(self, options)}")
+        return self.getreply()
+
+    def pipeline(self, *lines: str) -> None:
+        """Commands written in one go (RFC 2920 PIPELINING); read their replies in order."""
+        for line in lines:
+            self.note(f"C: {line}")
+        super().send("".join(f"{line}\r\n" for line in lines))
+
+    def send_body(self, data: bytes) -> tuple[int, bytes]:
+        """The message after DATA's 354, as smtplib's ``data`` sends it (lines that start with a
+        dot doubled, then CRLF.CRLF; empty: the lone dot); the server's reply."""
+        if not data:
+            self.note("C: .")
+            super().send(b".\r\n")
+            return self.getreply()
+        body = _LINE_STARTING_WITH_DOT.sub(b"..", data)
+        if not body.endswith(b"\r\n"):
+            body += b"\r\n"
+        self.send(body + b".\r\n")
         return self.getreply()
 
     def send(self, s: str | bytes) -> None:

@@ -23,10 +23,10 @@ from ..exceptions import (
 )
 from ..phrases import phrase as _
 from . import auth
-from .client import _Client, b64, redactor, secret_forms
+from .client import _Client, b64, option_list, redactor, secret_forms
 from .config import SmtpConfig
 from .errors import Context, OutOfTime, auth_status, classify, not_smtp_hint, reply_error
-from .message import parse_address
+from .message import PLAIN_ADDRESS, parse_address
 from .report import DiagnosticReport, DiagnosticStep, Recorder, step_order
 from .tls import make_tls_context, speaks_tls, tls_facts, unverified_certificate
 
@@ -107,15 +107,16 @@ class SmtpSession:
         deadline: float | None = None,
         meanwhile: Callable[[], bool] | None = None,
     ) -> str | None:
-        """MAIL FROM, RCPT TO, DATA; returns the server's final reply text.
+        """MAIL FROM, RCPT TO, DATA; returns the server's final reply text. Pipelined when the
+        server offers PIPELINING (as most do) and both addresses are plain ASCII.
 
         ``message`` is an EmailMessage or its bytes with CRLF line endings. ``deadline`` (an
         absolute ``time.monotonic()``) bounds the whole exchange, however the server drips.
 
         ``meanwhile``, if given, is called once, while MAIL FROM is on its way, so that the
         caller's own work (the outbox's write before a send) overlaps the round trip instead of
-        adding to it. When it returns False the transaction is reset (RSET) before anything was
-        sent, and None is returned. What it raises propagates (an OSError among it would be
+        adding to it. When it returns False the transaction is reset (RSET) before the message
+        was sent, and None is returned. What it raises propagates (an OSError among it would be
         reported as the MAIL step's failure, so the caller's work should not raise one).
         """
         client = self._client
@@ -135,30 +136,86 @@ class SmtpSession:
                 deadline if session_deadline is None else min(deadline, session_deadline)
             )
         client.deadline = self._deadline
-        go_on = True
-
-        def overlap() -> None:
-            nonlocal go_on
-            go_on = meanwhile()
-
         try:
-            with self._step("mail") as step:
-                reply = client.mail(envelope_from, options, meanwhile=meanwhile and overlap)
-                if not go_on:
-                    self._reset()
-                    return None
-                self._expect(step, reply, 250)
-            with self._step("rcpt") as step:
-                self._expect(step, client.rcpt(recipient), 250, 251)
-            with self._step("data") as step:
-                self._expect(step, client.data(data), 250)
+            if (
+                client.has_extn("pipelining")
+                and PLAIN_ADDRESS.fullmatch(envelope_from)
+                and PLAIN_ADDRESS.fullmatch(recipient)
+            ):
+                return self._send_pipelined(envelope_from, recipient, data, options, meanwhile)
+            return self._send_one_by_one(envelope_from, recipient, data, options, meanwhile)
         except SmtpError as exc:
             if exc.code is not None:
                 self._reset()
             raise
         finally:
             self._deadline = client.deadline = session_deadline
+
+    def _send_one_by_one(self, envelope_from, recipient, data, options, meanwhile) -> str | None:
+        """MAIL FROM, RCPT TO and DATA, each waiting for its reply: four round trips."""
+        client = self._client
+        go_on = True
+
+        def overlap() -> None:
+            nonlocal go_on
+            go_on = meanwhile()
+
+        with self._step("mail") as step:
+            reply = client.mail(envelope_from, options, meanwhile=meanwhile and overlap)
+            if not go_on:
+                self._reset()
+                return None
+            self._expect(step, reply, 250)
+        with self._step("rcpt") as step:
+            self._expect(step, client.rcpt(recipient), 250, 251)
+        with self._step("data") as step:
+            self._expect(step, client.data(data), 250)
         return step.reply
+
+    def _send_pipelined(self, envelope_from, recipient, data, options, meanwhile) -> str | None:
+        """RFC 2920: MAIL FROM, RCPT TO and DATA go out as one group and their replies are read
+        in order, so a message costs two round trips instead of four (on a distant server, about
+        twice the messages a session sends in a second).
+
+        DATA joins the group only once ``meanwhile`` said to go on, so a claim lost meanwhile
+        sends nothing. Every reply due is read before a refusal is raised, so the connection
+        stays in step for the RSET that follows.
+        """
+        client = self._client
+        with self._step("mail") as step:
+            client.pipeline(
+                f"MAIL FROM:<{envelope_from}>{option_list(client, options)}",
+                f"RCPT TO:<{recipient}>",
+            )
+            go_on = meanwhile() if meanwhile is not None else True
+            if go_on:
+                client.pipeline("DATA")
+            reply = client.getreply()
+            if reply[0] != 250 or not go_on:
+                self._skip_replies(data_sent=go_on)
+                if not go_on:
+                    self._reset()
+                    return None
+            self._expect(step, reply, 250)
+        with self._step("rcpt") as step:
+            reply = client.getreply()
+            if reply[0] not in (250, 251):
+                self._skip_replies(data_sent=True, rcpt_read=True)
+            self._expect(step, reply, 250, 251)
+        with self._step("data") as step:
+            self._expect(step, client.getreply(), 354)
+            self._expect(step, client.send_body(data), 250)
+        return step.reply
+
+    def _skip_replies(self, *, data_sent: bool, rcpt_read: bool = False) -> None:
+        """Read the group's replies still due after a refusal: RCPT's, and DATA's if it was sent.
+        A server that took DATA (354) all the same gets the lone dot RFC 2920 asks for: with no
+        recipient accepted, nothing is delivered."""
+        client = self._client
+        if not rcpt_read:
+            client.getreply()
+        if data_sent and client.getreply()[0] == 354:
+            client.send_body(b"")
 
     def quit(self) -> None:
         """QUIT as a recorded step; the message is already accepted, so no reply is fine."""
