@@ -32,6 +32,12 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=1, help="whole runs, one section each")
     parser.add_argument("--peer-threads", type=int, default=10, help="post_office's threads")
     parser.add_argument("--servers", default="slow,fast", help="which end-to-end servers")
+    parser.add_argument(
+        "--no-pipelining",
+        dest="pipelining",
+        action="store_false",
+        help="servers that do not offer PIPELINING (most real ones do; smtplib never uses it)",
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--logs", type=Path, help="keep worker logs here (default: temporary)")
     return parser.parse_args(argv)
@@ -70,6 +76,7 @@ def _run_once(
         delay_ms=args.delay_ms,
         workers=args.workers,
         producers=args.producers,
+        pipelining=args.pipelining,
     )
     start_load = os.getloadavg()[0]
     message = baselines.sample_message()
@@ -189,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
         stack.callback(connections.close_all)  # before the database is dropped
         servers: dict[str, SmtpServerProcess] = {}
         for name, delay in (("fast", 0), ("slow", args.delay_ms)):
-            servers[name] = SmtpServerProcess(name, delay_ms=delay)
+            servers[name] = SmtpServerProcess(name, delay_ms=delay, pipelining=args.pipelining)
             stack.callback(servers[name].stop)
 
         runs: list[Run] = []

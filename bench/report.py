@@ -25,6 +25,7 @@ class Run:
     delay_ms: int
     workers: int
     producers: int
+    pipelining: bool = True  # whether the servers offer PIPELINING
     load: tuple[float, float] = (0.0, 0.0)  # 1-minute load average at start and end
     baselines: list[Baseline] = field(default_factory=list)
     points: list[Point] = field(default_factory=list)
@@ -131,14 +132,23 @@ def _ratio(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}"
 
 
+def _pipelining(run: Run) -> str:
+    if run.pipelining:
+        return (
+            "offer PIPELINING, as most real ones do (the dispatcher uses it; smtplib, so the "
+            "baselines and post_office, never does)"
+        )
+    return "do not offer PIPELINING (`--no-pipelining`)"
+
+
 def render_run(run: Run, number: int) -> str:
     lines = [
         f"## Run {number}: {run.started}",
         "",
         f"{run.workers} worker processes (`--pool threads`, together Batch + 4 threads), "
         f"{run.producers} producer thread(s) calling `notify()`, slow server delay "
-        f"{run.delay_ms} ms; load average {run.load[0]:.2f} at the start, "
-        f"{run.load[1]:.2f} at the end.",
+        f"{run.delay_ms} ms; the servers {_pipelining(run)}; load average "
+        f"{run.load[0]:.2f} at the start, {run.load[1]:.2f} at the end.",
         "",
         "Baselines (plain smtplib, connections reused, in threads):",
         "",

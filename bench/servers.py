@@ -34,11 +34,14 @@ class ServerStats:
 class SmtpServerProcess:
     """``python -m bench.servers`` started in its own session; ``stop()`` always ends it."""
 
-    def __init__(self, name: str, *, delay_ms: int, timeout: float = 20.0) -> None:
+    def __init__(
+        self, name: str, *, delay_ms: int, pipelining: bool = True, timeout: float = 20.0
+    ) -> None:
         self.name = name
         self.delay_ms = delay_ms
+        options = [] if pipelining else ["--no-pipelining"]
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "bench.servers", "--data-delay-ms", str(delay_ms)],
+            [sys.executable, "-m", "bench.servers", "--data-delay-ms", str(delay_ms), *options],
             cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -92,10 +95,10 @@ class SmtpServerProcess:
                 stream.close()
 
 
-def _serve(delay_ms: int, commands: IO[str], replies: IO[str]) -> None:
+def _serve(delay_ms: int, pipelining: bool, commands: IO[str], replies: IO[str]) -> None:
     from tests.smtpserver import SmtpTestServer
 
-    server = SmtpTestServer("none")
+    server = SmtpTestServer("none", pipelining=pipelining)
     server.handler.data_delay = delay_ms / 1000
     state = server.state
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -125,8 +128,9 @@ def _serve(delay_ms: int, commands: IO[str], replies: IO[str]) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.servers")
     parser.add_argument("--data-delay-ms", type=int, default=0)
+    parser.add_argument("--no-pipelining", dest="pipelining", action="store_false")
     args = parser.parse_args(argv)
-    _serve(args.data_delay_ms, sys.stdin, sys.stdout)
+    _serve(args.data_delay_ms, args.pipelining, sys.stdin, sys.stdout)
 
 
 if __name__ == "__main__":
