@@ -10,6 +10,7 @@ import pytest
 from notifications.exceptions import SmtpPermanentError, SmtpTemporaryError
 from notifications.smtp import SmtpConfig, build_message, diagnose, open_session
 from tests.hostile import drip, flood
+from tests.test_hostile_servers import ScriptedServer, smtp
 
 TO = "rcpt@example.org"
 #: Far more than bounded reading needs; an unbounded one grows by hundreds of MB a second.
@@ -108,6 +109,27 @@ def test_a_pipelining_server_taking_data_after_refusing_the_recipient_gets_only_
     assert server.message_lines == [b".\r\n"]
     assert session.is_alive()  # the replies were all read: the connection is still in step
     session.close()
+
+
+def test_a_pipelining_server_closing_after_refusing_mail_from_reports_its_refusal() -> None:
+    # The replies to RCPT and DATA never come: what is reported is the 421 (a throttle, which
+    # backs every worker off), not "connection closed".
+    def script(line: bytes) -> bytes | None:
+        if line.upper().startswith(b"MAIL"):
+            return b"421 4.7.0 Too many connections, closing\r\n"
+        if line.upper().startswith(b"RCPT"):
+            return None  # closes
+        return smtp(["PIPELINING"])(line)
+
+    server = ScriptedServer(script)
+    try:
+        session = open_session(config_for(server.port))
+        with pytest.raises(SmtpTemporaryError) as raised:
+            session.send(message(), envelope_from="sender@example.com", recipient=TO)
+        assert (raised.value.step, raised.value.code) == ("mail", 421)
+        assert not session.is_alive()
+    finally:
+        server.stop()
 
 
 def test_dripping_reply_without_a_deadline_ends_at_the_timeout(hostile_server) -> None:

@@ -209,13 +209,19 @@ class SmtpSession:
 
     def _skip_replies(self, *, data_sent: bool, rcpt_read: bool = False) -> None:
         """Read the group's replies still due after a refusal: RCPT's, and DATA's if it was sent.
+
         A server that took DATA (354) all the same gets the lone dot RFC 2920 asks for: with no
-        recipient accepted, nothing is delivered."""
+        recipient accepted, nothing is delivered. A server that closes after its refusal (a 421)
+        leaves nothing to read: the refusal is still what is reported.
+        """
         client = self._client
-        if not rcpt_read:
-            client.getreply()
-        if data_sent and client.getreply()[0] == 354:
-            client.send_body(b"")
+        try:
+            if not rcpt_read:
+                client.getreply()
+            if data_sent and client.getreply()[0] == 354:
+                client.send_body(b"")
+        except (OSError, smtplib.SMTPException):
+            client.close()
 
     def quit(self) -> None:
         """QUIT as a recorded step; the message is already accepted, so no reply is fine."""
