@@ -243,19 +243,27 @@ time from that commit to the last `sent_at`; commit→sent is per message, so it
 spent waiting in the outbox. The paced producer calls `notify()` with one recipient 100 times a
 second while the workers send; each call is timed around its own transaction and commit.
 
-What bounds dispatch here: CPU. Every message costs the workers about 1.2-1.6 ms of CPU,
-PostgreSQL about 0.85-1.3 ms (one durable commit a message, the outcome with the next row's
-attempt in one prepared statement, made while MAIL FROM is on its way: see
+What bounds dispatch here: CPU. Against the fast server every message costs the workers about
+0.65-0.75 ms of CPU, PostgreSQL about 0.6-0.7 ms (one durable commit a message, the outcome with
+the next row's attempt in one prepared statement, made while MAIL FROM is on its way: see
 `notifications/services/hotpath.py`; a claim, one prepared `UPDATE ... RETURNING` down the
-partial indexes, per 10 rows) and the SMTP server 0.7-0.9 ms, against 0.7-1.0 ms in all for
-plain smtplib: the 2 cores run out near 600 msg/s. Against the slow server at Batch 20 and 50
-the cores are that busy, so each message's exchange takes well over the server's 50 ms and the
-ratio to ideal falls: 1,000 msg/s would take under 2 ms of CPU a message in all, the SMTP
-server's included. At Batch 1-10 the cores are not full; there each message costs its session
-about 3-13 ms beyond the server's 50 ms (plain smtplib: about 2.5), the scheduling of the
-sessions' threads and processes among the machine's others. A py-spy (`--gil`) of the workers
-against the fast server: the outcome write a sixth of their CPU, the SMTP exchange a fifth, the
-log line of each attempt and the message itself a tenth each, the claims under a tenth, each
+partial indexes, per 10 rows) and the SMTP server 0.3-0.55 ms, against 0.4-0.7 ms in all for
+plain smtplib: on a quiet machine the 2 cores run out near 1,100 msg/s (near 600 when other
+engineers' suites share them). Against the slow server at Batch 50 the cores are about 60% busy
+and each message waits, beyond the server's 50 ms, for the server process and its session's
+thread to be scheduled among the workers' threads and PostgreSQL's backends (py-spy dumps of a
+worker find its sessions nine tenths of the time waiting for the reply to the message itself),
+so the ratio to ideal falls to about 0.6, where plain smtplib, with a fifth of the CPU, keeps
+0.9: 1,000 msg/s would take about 1 ms of CPU a message in all. At Batch 1-20 each message
+costs its session about 5-12 ms beyond the server's 50 ms (plain smtplib 2.5-7).
+The servers offer PIPELINING, as most real ones do, and a session then sends MAIL FROM, RCPT TO
+and DATA together (two round trips a message, not four; on a server 20-100 ms away about twice
+the messages a session sends). Against `--no-pipelining` at Batch 10, two runs of each, one
+after the other: fast server 1,019-1,032 → 1,055-1,166 msg/s (÷ post_office 0.73-0.76 →
+0.81-0.86), slow server ÷ ideal 0.83-0.84 → 0.86-0.88, paced `notify()` median 1.54-1.62 →
+1.28-1.29 ms (less CPU to share). A py-spy (`--gil`) of the workers against the fast server,
+before pipelining: the outcome write a sixth of their CPU, the SMTP exchange a fifth, the log
+line of each attempt and the message itself a tenth each, the claims under a tenth, each
 session's set-up (slot, settings, drain requests) about a tenth.
 django-post-office's send phase marks a whole batch (up to BATCH_SIZE, here 1,000) sent in one
 UPDATE after sending all of it, with no write per message: that is how it spends less CPU, and
