@@ -53,7 +53,7 @@ test: install-dev lint
 # After changing user-facing strings: refresh the Chinese catalogue, translate, then compile.
 messages: install-dev
 	$(PY) manage.py makemessages -l zh_Hans --no-obsolete --add-location=file --ignore='tests/*' --ignore='bench/*' --ignore='scripts/*' --ignore='var/*' --ignore='docs/*'
-	$(PY) manage.py compilemessages -l zh_Hans --ignore='.venv/*'
+	$(PY) manage.py compilemessages -l zh_Hans --ignore='.venv/*' --ignore='var/*'
 
 # Rewrite the README's screenshots from the browser tests.
 screenshots: install-dev

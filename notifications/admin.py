@@ -8,6 +8,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponseRedirect
 from django.template.loader import render_to_string
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import formats, timezone
 from django.utils.decorators import method_decorator
@@ -17,7 +18,7 @@ from django.utils.text import capfirst
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from django.views.decorators.debug import sensitive_post_parameters
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 
 from notifications import audit, conf, dashboard, diagnosis, phrases, services
 from notifications.forms import SmtpSettingsForm, TestEmailForm
@@ -207,17 +208,32 @@ class SmtpSettingsAdmin(admin.ModelAdmin):
             ),
             path(
                 "fallback/remove/",
-                self.admin_site.admin_view(require_POST(self.remove_fallback_view)),
+                self.admin_site.admin_view(
+                    require_http_methods(["GET", "POST"])(self.remove_fallback_view)
+                ),
                 name=f"{opts.app_label}_{opts.model_name}_remove_fallback",
             ),
             *super().get_urls(),
         ]
 
     def remove_fallback_view(self, request: HttpRequest):
-        """Remove the fallback server (audited), then show the primary's page."""
+        """GET: ask first, as Django's own delete does (the fallback's settings and secrets are
+        not kept anywhere). POST: remove it (audited), then show the primary's page."""
         if not self.has_change_permission(request):
             raise PermissionDenied
-        if services.remove_fallback(by=request.user):
+        fallback = SmtpSettings.load_fallback()
+        if request.method == "GET" and fallback is not None:
+            context = {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "title": _("Remove the fallback server?"),
+                "fallback": fallback,
+                "fallback_url": _change_url(SmtpSettings.FALLBACK_PK),
+            }
+            return TemplateResponse(
+                request, "admin/notifications/smtpsettings/remove_fallback.html", context
+            )
+        if request.method == "POST" and services.remove_fallback(by=request.user):
             self.message_user(request, _("The fallback server was removed."), messages.SUCCESS)
         return HttpResponseRedirect(_change_url(SmtpSettings.PRIMARY_PK))
 
@@ -270,11 +286,17 @@ class SmtpSettingsAdmin(admin.ModelAdmin):
         services.save_settings(obj, new_password=form.new_password, by=request.user)
 
     def response_change(self, request: HttpRequest, obj: SmtpSettings):
-        """Stay on the page after saving: there is no list to go back to."""
-        if "_continue" not in request.POST:
-            request.POST = request.POST.copy()
-            request.POST["_continue"] = "1"
-        return super().response_change(request, obj)
+        """Stay on the page after saving (there is no list to go back to), saying what the save
+        means for sending rather than Django's "was changed successfully"."""
+        if obj.is_fallback:
+            text = _(
+                "The fallback server was saved: notifications go through it while the primary "
+                "cannot send them."
+            )
+        else:
+            text = _("The SMTP settings were saved: notifications are sent with them from now on.")
+        self.message_user(request, text, messages.SUCCESS)
+        return HttpResponseRedirect(request.get_full_path())
 
 
 def _change_url(pk: int) -> str:

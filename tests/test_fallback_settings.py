@@ -228,9 +228,13 @@ def test_an_invalid_fallback_is_refused_and_nothing_is_stored(admin_client, prim
 
 
 def test_remove_deletes_the_fallback_and_is_audited(admin_client, admin_user, primary):
-    admin_client.post(FALLBACK_URL, FALLBACK_FORM)
-    assert admin_client.get(REMOVE_URL).status_code == 405  # POST only
-    response = admin_client.post(REMOVE_URL, FALLBACK_FORM)
+    response = admin_client.post(FALLBACK_URL, FALLBACK_FORM, follow=True)
+    assert "The fallback server was saved" in response.content.decode()
+    asked = admin_client.get(REMOVE_URL)  # asks first, and removes nothing
+    assert asked.status_code == 200 and "Yes, remove it" in asked.content.decode()
+    assert "smtp.backup.example:587" in asked.content.decode()
+    assert SmtpSettings.load_fallback() is not None
+    response = admin_client.post(REMOVE_URL)
     assert response.status_code == 302 and response["Location"] == PRIMARY_URL
     assert SmtpSettings.load_fallback() is None
     removal = SettingsChange.objects.latest("id")
@@ -304,7 +308,14 @@ def test_an_administrator_sets_up_and_removes_the_fallback_in_the_browser(admin_
     page.get_by_role("link", name="Back to the primary server").click()
     expect(page.locator(".smtp-servers")).to_contain_text("smtp.backup.example:587")
     page.get_by_role("link", name="Change the fallback server").click()
-    page.get_by_role("button", name="Remove the fallback server").click()
+    page.get_by_role("link", name="Remove the fallback server").click()
+    expect(page.locator("#content")).to_contain_text("Its settings and stored secrets are deleted")
+    page.get_by_role("link", name="No, take me back").click()
+    expect(page.locator("h1")).to_have_text("Fallback SMTP server")
+    assert SmtpSettings.load_fallback() is not None
+    page.get_by_role("link", name="Remove the fallback server").click()
+    screenshot(page, "remove-fallback.png")
+    page.get_by_role("button", name="Yes, remove it").click()
     expect(page.locator(".messagelist")).to_contain_text("The fallback server was removed.")
     expect(page.get_by_role("link", name="Set up a fallback server")).to_be_visible()
     assert SmtpSettings.load_fallback() is None
