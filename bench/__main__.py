@@ -111,11 +111,12 @@ def _run_once(
                 servers["fast"], batch=batch, messages=max(40, 4 * batch), prequeued=True
             )
             # The paced producer: notify() as a caller sees it while workers send, 100 calls a
-            # second, one recipient each.
+            # second, one recipient each, every other one in a transaction of the caller's.
             paced = endtoend.run_point(
                 servers["fast"], batch=batch, messages=200, producers=1, pace=0.01
             )
             run.paced_notify_ms[batch] = paced.notify_ms
+            run.paced_notify_in_transaction_ms[batch] = paced.notify_in_transaction_ms
             for name in args.servers.split(","):
                 server = servers[name]
                 # The baseline right before its end-to-end point, so both see the same noise.

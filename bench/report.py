@@ -31,6 +31,7 @@ class Run:
     points: list[Point] = field(default_factory=list)
     memory: dict[int, Memory] = field(default_factory=dict)  # Batch → the largest worker
     paced_notify_ms: dict[int, list[float]] = field(default_factory=dict)  # Batch → per call
+    paced_notify_in_transaction_ms: dict[int, list[float]] = field(default_factory=dict)
     peers: list[PeerResult] = field(default_factory=list)
 
     def peer(self, server: str) -> PeerResult | None:
@@ -100,13 +101,22 @@ class Run:
                 )
             )
         paced = [statistics.median(v) for v in self.paced_notify_ms.values()]
+        in_transaction = [
+            statistics.median(v) for v in self.paced_notify_in_transaction_ms.values() if v
+        ]
         if paced:
             found.append(
                 (
                     f"notify() median ≤ {NOTIFY_MS:g} ms (one recipient, 100 calls/s, while "
                     "workers send)",
                     max(paced) <= NOTIFY_MS,
-                    f"{min(paced):.2f}–{max(paced):.2f} ms",
+                    f"{min(paced):.2f}–{max(paced):.2f} ms in autocommit; in a transaction of "
+                    "the caller's, with its BEGIN and COMMIT: "
+                    + (
+                        f"{min(in_transaction):.2f}–{max(in_transaction):.2f} ms"
+                        if in_transaction
+                        else "–"
+                    ),
                 )
             )
         if self.memory:
@@ -167,8 +177,9 @@ def render_run(run: Run, number: int) -> str:
         "| server | Batch | N | msg/s | ÷ smtplib pool of Batch | ÷ post_office, same threads "
         "| ÷ ideal "
         "(Batch ÷ delay) | peak sessions | commit→sent p50 / p95 (ms) | paced `notify()` p50 / "
-        "p95 (ms) | bulk `notify()` of 1,000 (ms) | worker RSS now / peak (MB) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "p95 (ms) | paced `notify()` in a transaction, p50 (ms) | bulk `notify()` of 1,000 (ms) "
+        "| worker RSS now / peak (MB) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in run.points:
         ideal = p.rate / run.ideal(p.batch) if p.server == "slow" else None
@@ -181,11 +192,13 @@ def render_run(run: Run, number: int) -> str:
         paced_text = (
             f"{statistics.median(paced):.2f} / {percentile(paced, 0.95):.2f}" if paced else "–"
         )
+        in_transaction = run.paced_notify_in_transaction_ms.get(p.batch)
+        in_transaction_text = f"{statistics.median(in_transaction):.2f}" if in_transaction else "–"
         lines.append(
             f"| {p.server} | {p.batch} | {p.messages} | {p.rate:.0f} "
             f"| {_ratio(run.baseline_ratio(p))} | {_ratio(p.rate / peer.rate if peer else None)} "
             f"| {_ratio(ideal)} | {p.peak_sessions} | {percentile(p.latency_ms, 0.5):.0f} / "
-            f"{percentile(p.latency_ms, 0.95):.0f} | {paced_text} "
+            f"{percentile(p.latency_ms, 0.95):.0f} | {paced_text} | {in_transaction_text} "
             f"| {statistics.median(p.notify_ms):.0f} | {rss} |"
         )
     lines += [
@@ -241,7 +254,9 @@ same run against the same local servers. Dispatch is measured apart from the pro
 are committed at once (bulk `notify()`, 1,000 recipients a call), and msg/s is N divided by the
 time from that commit to the last `sent_at`; commit→sent is per message, so it is mostly time
 spent waiting in the outbox. The paced producer calls `notify()` with one recipient 100 times a
-second while the workers send; each call is timed around its own transaction and commit.
+second while the workers send, every other call in autocommit (as a Django view runs by
+default) and inside a transaction of the caller's (as with ATOMIC_REQUESTS), each timed with its
+commit, so the broker publish is part of its cost; the target is the former's median.
 
 What bounds dispatch here: CPU. Against the fast server every message costs the workers about
 0.65-0.75 ms of CPU, PostgreSQL about 0.6-0.7 ms (one durable commit a message, the outcome with

@@ -467,6 +467,34 @@ def test_each_attempt_logs_one_structured_line_without_the_recipient(
 
 
 @pytest.mark.postgres_database
+@pytest.mark.django_db(transaction=True)
+def test_postgres_notify_outside_a_transaction_is_one_round_trip(
+    django_capture_on_commit_callbacks,
+):
+    """The INSERT is a transaction by itself: a BEGIN and a COMMIT around it were two more round
+    trips, most of what one notify() costs its caller (libpq's trace counts the round trips)."""
+    import tempfile
+
+    import psycopg
+    from django.db import connection
+
+    connection.ensure_connection()
+    pgconn = connection.connection.pgconn
+    with tempfile.TemporaryFile() as trace:
+        pgconn.trace(trace.fileno())
+        pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
+        try:
+            [row] = notifications.notify(recipients="a@example.com", subject="s", body="b")
+        finally:
+            pgconn.untrace()
+        trace.seek(0)
+        messages = trace.read().decode()
+    assert messages.count("\tReadyForQuery\t") == 1, messages
+    assert "BEGIN" not in messages
+    assert Notification.objects.get(pk=row.pk).status == Status.QUEUED
+
+
+@pytest.mark.postgres_database
 def test_postgres_hot_path_records_sent_and_starts_the_next_only_for_the_owner():
     from notifications.services import hotpath
 
