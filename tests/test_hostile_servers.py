@@ -8,6 +8,7 @@ import base64
 import io
 import json
 import socket
+import struct
 import threading
 from collections.abc import Callable, Iterator
 
@@ -24,8 +25,10 @@ from tests.test_redaction import ECHOES, _leaks
 CANARY = "Canary-Pässwörd-7f3Q!x"
 USER = "mailer@example.com"
 
-#: ``reply(line) -> bytes``: the server's answer to one client line (``None`` closes).
+#: ``reply(line) -> bytes``: the server's answer to one client line (``None`` closes, ``RESET``
+#: aborts the connection with a TCP reset).
 Script = Callable[[bytes], bytes | None]
+RESET = b"<reset>"
 
 
 class ScriptedServer:
@@ -69,6 +72,9 @@ class ScriptedServer:
                     continue
                 reply = self.script(line)
                 if reply is None:
+                    return
+                if reply == RESET:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     return
                 sock.sendall(reply)
                 in_data = reply.startswith(b"354")

@@ -7,12 +7,14 @@ import email
 import email.policy
 import json
 import logging
+import socket
 import ssl
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -211,6 +213,66 @@ def test_meanwhile_runs_while_mail_from_is_on_its_way_and_its_no_sends_nothing(
     transcript = session.recorder.transcript
     assert transcript.count("C: DATA") == 1 and "C: RSET" in transcript
     assert len(server.messages) == 1 and server.state.total_sessions == 1
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-by-one"])
+def test_meanwhile_raising_sends_nothing_and_leaves_the_session_in_step(
+    smtp_server_factory: ServerFactory, make_config, pipelining: bool
+) -> None:
+    server = smtp_server_factory("none", pipelining=pipelining)
+
+    def broken() -> bool:
+        raise RuntimeError("the outbox's write failed")
+
+    with open_session(make_config(server)) as session:
+        with pytest.raises(RuntimeError):
+            session.send(
+                message_to(), envelope_from="sender@example.com", recipient=TO, meanwhile=broken
+            )
+        reply = session.send(message_to(), envelope_from="sender@example.com", recipient=TO)
+
+    assert reply == "OK queued as 1" and len(server.messages) == 1
+    assert server.state.total_sessions == 1
+
+
+def test_a_deadline_passing_with_replies_due_closes_the_connection(
+    plain_smtp_server: SmtpTestServer, make_config, monkeypatch
+) -> None:
+    # MAIL FROM's reply read, the deadline passes before RCPT TO's: the replies to RCPT TO and
+    # DATA (a 354) are still due, so the connection cannot carry another message.
+    from notifications.smtp import pipelining
+    from notifications.smtp import session as session_module
+
+    late = {"by": 0.0}
+    clock = SimpleNamespace(monotonic=lambda: time.monotonic() + late["by"])
+    monkeypatch.setattr(session_module, "time", clock)
+    read = pipelining.Group.read
+
+    def read_then_run_late(group):
+        reply = read(group)
+        late["by"] = 3600.0
+        return reply
+
+    monkeypatch.setattr(pipelining.Group, "read", read_then_run_late)
+    with open_session(make_config(plain_smtp_server)) as session:
+        with pytest.raises(SmtpTemporaryError) as raised:
+            session.send(
+                message_to(),
+                envelope_from="sender@example.com",
+                recipient=TO,
+                deadline=time.monotonic() + 60,
+            )
+        assert raised.value.step == "rcpt"
+        assert not session.is_alive()
+    assert plain_smtp_server.messages == []
+
+
+def test_commands_are_not_held_back_by_nagles_algorithm(plain_smtp_server, make_config) -> None:
+    # A pipelined DATA written while MAIL FROM and RCPT TO are unacknowledged would wait about
+    # a round trip for their ACK.
+    with open_session(make_config(plain_smtp_server)) as session:
+        sock = session._client.sock
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
 
 def test_no_username_skips_login(smtp_server_factory: ServerFactory, make_config) -> None:

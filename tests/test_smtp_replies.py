@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import tracemalloc
+from collections.abc import Iterator
 
 import pytest
 
-from notifications.exceptions import SmtpPermanentError, SmtpTemporaryError
+from notifications.exceptions import (
+    SmtpConfigurationError,
+    SmtpError,
+    SmtpPermanentError,
+    SmtpTemporaryError,
+)
 from notifications.smtp import SmtpConfig, build_message, diagnose, open_session
 from tests.hostile import drip, flood
-from tests.test_hostile_servers import ScriptedServer, smtp
+from tests.test_hostile_servers import RESET, ScriptedServer, smtp
 
 TO = "rcpt@example.org"
 #: Far more than bounded reading needs; an unbounded one grows by hundreds of MB a second.
@@ -130,6 +137,97 @@ def test_a_pipelining_server_closing_after_refusing_mail_from_reports_its_refusa
         assert not session.is_alive()
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def scripted_server(script) -> Iterator[ScriptedServer]:
+    server = ScriptedServer(script)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_a_pipelining_session_writes_the_whole_group_before_reading_a_reply() -> None:
+    # This server answers nothing until DATA has arrived: a client that waited for the reply
+    # to MAIL FROM before writing RCPT TO and DATA would wait until its timeout.
+    def script(line: bytes) -> bytes | None:
+        verb = line[:4].upper()
+        if verb in (b"MAIL", b"RCPT"):
+            return b""
+        if verb == b"DATA":
+            return b"250 2.1.0 sender ok\r\n250 2.1.5 recipient ok\r\n354 go ahead\r\n"
+        return smtp(["PIPELINING"])(line)
+
+    with scripted_server(script) as server:
+        session = open_session(config_for(server.port, timeout=3))
+        assert session.send(message(), envelope_from="sender@example.com", recipient=TO)
+        session.close()
+
+
+def test_a_server_resetting_the_connection_after_its_421_is_reported_by_the_421() -> None:
+    # The reset lands before DATA is written, so that write fails; the 421 already received
+    # is still read and reported (a throttle, which backs every worker off).
+    def script(line: bytes) -> bytes | None:
+        if line.upper().startswith(b"MAIL"):
+            return b"421 4.7.0 Too many messages, closing\r\n"
+        if line.upper().startswith(b"RCPT"):
+            return RESET
+        return smtp(["PIPELINING"])(line)
+
+    def slow_write() -> bool:
+        time.sleep(0.2)  # the outbox's write, while the server resets
+        return True
+
+    with scripted_server(script) as server:
+        session = open_session(config_for(server.port))
+        with pytest.raises(SmtpTemporaryError) as raised:
+            session.send(
+                message(), envelope_from="sender@example.com", recipient=TO, meanwhile=slow_write
+            )
+        assert (raised.value.step, raised.value.code) == ("mail", 421)
+
+
+@pytest.mark.parametrize("rcpt_reply", [b"252 2.1.5 cannot verify, will try", b"not smtp"])
+def test_data_taken_after_an_unclear_reply_to_rcpt_is_not_ended_with_the_dot(
+    hostile_server, rcpt_reply: bytes
+) -> None:
+    # The server may hold the recipient: the lone dot could deliver an empty message, so the
+    # connection is closed instead, which discards the transaction.
+    server = hostile_server(lambda sock, stop: None, pipelining=True, rcpt_reply=rcpt_reply)
+    session = open_session(config_for(server.port))
+    with pytest.raises(SmtpError) as raised:
+        session.send(message(), envelope_from="sender@example.com", recipient=TO)
+    assert raised.value.step == "rcpt"
+    assert server.message_lines == []
+    assert not session.is_alive()
+
+
+@pytest.mark.parametrize("pipelining", [False, True], ids=["one-by-one", "pipelined"])
+@pytest.mark.parametrize(
+    ("data_reply", "error", "code"),
+    [
+        (b"554 5.5.1 No valid recipients\r\n", SmtpPermanentError, 554),
+        (b"SSH-2.0-OpenSSH_9.6\r\n", SmtpConfigurationError, None),
+    ],
+    ids=["refused", "not-smtp"],
+)
+def test_a_reply_to_data_other_than_354_is_reported_alike_pipelined_or_not(
+    pipelining: bool, data_reply: bytes, error: type, code: int | None
+) -> None:
+    def script(line: bytes) -> bytes | None:
+        if line.upper().startswith(b"DATA"):
+            return data_reply
+        return smtp(["PIPELINING"] if pipelining else [])(line)
+
+    with scripted_server(script) as server:
+        session = open_session(config_for(server.port))
+        with pytest.raises(SmtpError) as raised:
+            session.send(message(), envelope_from="sender@example.com", recipient=TO)
+        session.close()
+    assert type(raised.value) is error
+    assert (raised.value.step, raised.value.code) == ("data", code)
+    assert b"Subject: Hi\r\n" not in b"".join(server.received)
 
 
 def test_dripping_reply_without_a_deadline_ends_at_the_timeout(hostile_server) -> None:

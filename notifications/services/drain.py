@@ -111,6 +111,8 @@ class Drain:
                 if outcome is None:
                     quotas.refund(self.reservation)
                     logger.warning("Notification %s: claim lost before sending; skipped", row.pk)
+                    if not self.session.is_alive():  # the next row must not pay for it
+                        break
                     continue
                 remaining -= 1
                 self.pending = outcome

@@ -121,12 +121,6 @@ class _Client(smtplib.SMTP):
         self.putcmd("rcpt", f"TO:<{recip}>{option_list(self, options)}")
         return self.getreply()
 
-    def pipeline(self, *lines: str) -> None:
-        """Commands written in one go (RFC 2920 PIPELINING); read their replies in order."""
-        for line in lines:
-            self.note(f"C: {line}")
-        super().send("".join(f"{line}\r\n" for line in lines))
-
     def send_body(self, data: bytes) -> tuple[int, bytes]:
         """The message after DATA's 354, as smtplib's ``data`` sends it (lines that start with a
         dot doubled, then CRLF.CRLF; empty: the lone dot); the server's reply."""

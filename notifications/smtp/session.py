@@ -27,6 +27,7 @@ from .client import _Client, b64, option_list, redactor, secret_forms
 from .config import SmtpConfig
 from .errors import Context, OutOfTime, auth_status, classify, not_smtp_hint, reply_error
 from .message import PLAIN_ADDRESS, parse_address
+from .pipelining import Group
 from .report import DiagnosticReport, DiagnosticStep, Recorder, step_order
 from .tls import make_tls_context, speaks_tls, tls_facts, unverified_certificate
 
@@ -154,16 +155,18 @@ class SmtpSession:
     def _send_one_by_one(self, envelope_from, recipient, data, options, meanwhile) -> str | None:
         """MAIL FROM, RCPT TO and DATA, each waiting for its reply: four round trips."""
         client = self._client
-        go_on = True
+        go_on, raised = True, None
 
         def overlap() -> None:
-            nonlocal go_on
-            go_on = meanwhile()
+            nonlocal go_on, raised
+            go_on, raised = _ask(meanwhile)
 
         with self._step("mail") as step:
             reply = client.mail(envelope_from, options, meanwhile=meanwhile and overlap)
             if not go_on:
-                self._reset()
+                self._reset()  # MAIL's reply was read: the connection is in step
+                if raised is not None:
+                    raise raised
                 return None
             self._expect(step, reply, 250)
         with self._step("rcpt") as step:
@@ -179,49 +182,46 @@ class SmtpSession:
 
         DATA joins the group only once ``meanwhile`` said to go on, so a claim lost meanwhile
         sends nothing. Every reply due is read before a refusal is raised, so the connection
-        stays in step for the RSET that follows.
+        stays in step for the RSET that follows; leaving with replies due (the deadline, say)
+        closes it instead (``pipelining.Group``).
         """
-        client = self._client
-        with self._step("mail") as step:
-            client.pipeline(
-                f"MAIL FROM:<{envelope_from}>{option_list(client, options)}",
-                f"RCPT TO:<{recipient}>",
-            )
-            go_on = meanwhile() if meanwhile is not None else True
-            if go_on:
-                client.pipeline("DATA")
-            reply = client.getreply()
-            if reply[0] != 250 or not go_on:
-                self._skip_replies(data_sent=go_on)
-                if not go_on:
-                    self._reset()
-                    return None
-            self._expect(step, reply, 250)
-        with self._step("rcpt") as step:
-            reply = client.getreply()
-            if reply[0] not in (250, 251):
-                self._skip_replies(data_sent=True, rcpt_read=True)
-            self._expect(step, reply, 250, 251)
-        with self._step("data") as step:
-            self._expect(step, client.getreply(), 354)
-            self._expect(step, client.send_body(data), 250)
-        return step.reply
-
-    def _skip_replies(self, *, data_sent: bool, rcpt_read: bool = False) -> None:
-        """Read the group's replies still due after a refusal: RCPT's, and DATA's if it was sent.
-
-        A server that took DATA (354) all the same gets the lone dot RFC 2920 asks for: with no
-        recipient accepted, nothing is delivered. A server that closes after its refusal (a 421)
-        leaves nothing to read: the refusal is still what is reported.
-        """
-        client = self._client
+        group = Group(self._client)
+        commands = [
+            f"MAIL FROM:<{envelope_from}>{option_list(self._client, options)}",
+            f"RCPT TO:<{recipient}>",
+        ]
+        go_on, raised = True, None
         try:
-            if not rcpt_read:
-                client.getreply()
-            if data_sent and client.getreply()[0] == 354:
-                client.send_body(b"")
-        except (OSError, smtplib.SMTPException):
-            client.close()
+            with self._step("mail") as step:
+                if meanwhile is None:
+                    group.write(*commands, "DATA")
+                else:
+                    group.write(*commands)
+                    go_on, raised = _ask(meanwhile)
+                    if go_on:
+                        group.write("DATA")
+                reply = group.read()
+                if reply[0] != 250 or not go_on:
+                    group.abandon()
+                    if not go_on:
+                        self._reset()
+                        if raised is not None:
+                            raise raised
+                        return None
+                self._expect(step, reply, 250)
+            with self._step("rcpt") as step:
+                reply = group.read()
+                if reply[0] not in (250, 251):
+                    group.abandon()
+                self._expect(step, reply, 250, 251)
+            with self._step("data") as step:
+                code, text = group.read()
+                if code != 354:  # as smtplib's data() says it, so it is classified alike
+                    raise smtplib.SMTPDataError(code, text)
+                self._expect(step, group.send_message(data), 250)
+            return step.reply
+        finally:
+            group.close_if_out_of_step()
 
     def quit(self) -> None:
         """QUIT as a recorded step; the message is already accepted, so no reply is fine."""
@@ -277,6 +277,9 @@ class SmtpSession:
                 try:
                     sock.settimeout(self._next_timeout())
                     sock.connect(sockaddr)
+                    # Each command goes out in one write: without Nagle's algorithm a pipelined
+                    # DATA is not held back until the server acknowledges MAIL FROM and RCPT TO.
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 except OSError as exc:
                     sock.close()
                     error = exc
@@ -411,11 +414,13 @@ class SmtpSession:
             ) from exc
 
     def _reset(self) -> None:
-        """RSET after a refused message so the connection can carry the next one."""
+        """RSET after a refused message so the connection can carry the next one; a server
+        that does not take it is not trusted with another (the connection is closed)."""
         if self._client.sock is None:
             return
         try:
-            self._client.rset()
+            if self._client.rset()[0] != 250:
+                self._client.close()
         except (OSError, smtplib.SMTPException):
             self._client.close()
 
@@ -546,6 +551,15 @@ class SmtpSession:
                 f"* Certificate: {facts['subject']}; issuer {facts['issuer']}; "
                 f"expires {facts['not_after']}"
             )
+
+
+def _ask(meanwhile: Callable[[], bool]) -> tuple[bool, BaseException | None]:
+    """(whether to go on, what ``meanwhile`` raised): what it raises is raised again once the
+    replies already due were read, so that the connection stays in step."""
+    try:
+        return bool(meanwhile()), None
+    except BaseException as exc:  # raised again by the caller
+        return False, exc
 
 
 def open_session(config: SmtpConfig) -> SmtpSession:
