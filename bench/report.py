@@ -259,27 +259,31 @@ default) and inside a transaction of the caller's (as with ATOMIC_REQUESTS), eac
 commit, so the broker publish is part of its cost; the target is the former's median.
 
 What bounds dispatch here: CPU. Against the fast server every message costs the workers about
-0.65-0.75 ms of CPU, PostgreSQL about 0.6-0.7 ms (one durable commit a message, the outcome with
+0.6-0.65 ms of CPU, PostgreSQL about 0.55-0.65 ms (one durable commit a message, the outcome with
 the next row's attempt in one prepared statement, made while MAIL FROM is on its way: see
 `notifications/services/hotpath.py`; a claim, one prepared `UPDATE ... RETURNING` down the
-partial indexes, per 10 rows) and the SMTP server 0.3-0.55 ms, against 0.4-0.7 ms in all for
-plain smtplib: on a quiet machine the 2 cores run out near 1,100 msg/s (near 600 when other
-engineers' suites share them). Against the slow server at Batch 50 the cores are about 60% busy
-and each message waits, beyond the server's 50 ms, for the server process and its session's
-thread to be scheduled among the workers' threads and PostgreSQL's backends (py-spy dumps of a
-worker find its sessions nine tenths of the time waiting for the reply to the message itself),
-so the ratio to ideal falls to about 0.6, where plain smtplib, with a fifth of the CPU, keeps
-0.9: 1,000 msg/s would take about 1 ms of CPU a message in all. At Batch 1-20 each message
-costs its session about 5-12 ms beyond the server's 50 ms (plain smtplib 2.5-7).
+partial indexes, per 10 rows) and the SMTP server 0.3-0.45 ms, against 0.35-0.55 ms in all for
+plain smtplib: on a quiet machine the 2 cores run out near 1,200 msg/s (near 600 when other
+engineers' suites share them). Against the slow server at Batch 50 the cores are about two
+thirds busy and each message waits, beyond the server's 50 ms, for the server process and its
+session's thread to be scheduled among the workers' threads and PostgreSQL's backends (py-spy
+dumps of a worker find its sessions nine tenths of the time waiting for the reply to the
+message itself), so the ratio to ideal falls to about 0.6-0.7, where plain smtplib, with a
+quarter of the CPU, keeps 0.85-0.9: 1,000 msg/s would take about 1 ms of CPU a message in all.
+At Batch 1-20 each message costs its session about 5-11 ms beyond the server's 50 ms (plain
+smtplib 0-5).
 The servers offer PIPELINING, as most real ones do, and a session then sends MAIL FROM, RCPT TO
 and DATA together (two round trips a message, not four; on a server 20-100 ms away about twice
 the messages a session sends). Against `--no-pipelining` at Batch 10, two runs of each, one
 after the other: fast server 1,019-1,032 → 1,055-1,166 msg/s (÷ post_office 0.73-0.76 →
-0.81-0.86), slow server ÷ ideal 0.83-0.84 → 0.86-0.88, paced `notify()` median 1.54-1.62 →
-1.28-1.29 ms (less CPU to share). A py-spy (`--gil`) of the workers against the fast server,
-before pipelining: the outcome write a sixth of their CPU, the SMTP exchange a fifth, the log
-line of each attempt and the message itself a tenth each, the claims under a tenth, each
-session's set-up (slot, settings, drain requests) about a tenth.
+0.81-0.86), slow server ÷ ideal 0.83-0.84 → 0.86-0.88. Writing with Nagle's algorithm off
+(TCP_NODELAY), against it, two runs each: slow server at Batch 50 566-576 → 616-617 msg/s, at
+Batch 10 168-173 → 174-175, the fast server unchanged. `notify()` outside a transaction is one
+INSERT, its own transaction, instead of BEGIN, INSERT and COMMIT: 0.63 → 0.37 ms idle, and
+while workers send (the paced producer) about 1.3 → 0.95-1.1 ms. A py-spy (`--gil`) of the
+workers against the fast server: the outcome write (psycopg's part of it) a fifth of their
+CPU, the SMTP exchange a sixth, the log line of each attempt a tenth, the claims a tenth, the
+message itself under a tenth.
 django-post-office's send phase marks a whole batch (up to BATCH_SIZE, here 1,000) sent in one
 UPDATE after sending all of it, with no write per message: that is how it spends less CPU, and
 why a worker that dies mid-batch sends the whole batch again.
