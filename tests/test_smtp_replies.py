@@ -118,27 +118,6 @@ def test_a_pipelining_server_taking_data_after_refusing_the_recipient_gets_only_
     session.close()
 
 
-def test_a_pipelining_server_closing_after_refusing_mail_from_reports_its_refusal() -> None:
-    # The replies to RCPT and DATA never come: what is reported is the 421 (a throttle, which
-    # backs every worker off), not "connection closed".
-    def script(line: bytes) -> bytes | None:
-        if line.upper().startswith(b"MAIL"):
-            return b"421 4.7.0 Too many connections, closing\r\n"
-        if line.upper().startswith(b"RCPT"):
-            return None  # closes
-        return smtp(["PIPELINING"])(line)
-
-    server = ScriptedServer(script)
-    try:
-        session = open_session(config_for(server.port))
-        with pytest.raises(SmtpTemporaryError) as raised:
-            session.send(message(), envelope_from="sender@example.com", recipient=TO)
-        assert (raised.value.step, raised.value.code) == ("mail", 421)
-        assert not session.is_alive()
-    finally:
-        server.stop()
-
-
 @contextlib.contextmanager
 def scripted_server(script) -> Iterator[ScriptedServer]:
     server = ScriptedServer(script)
@@ -165,18 +144,22 @@ def test_a_pipelining_session_writes_the_whole_group_before_reading_a_reply() ->
         session.close()
 
 
-def test_a_server_resetting_the_connection_after_its_421_is_reported_by_the_421() -> None:
-    # The reset lands before DATA is written, so that write fails; the 421 already received
-    # is still read and reported (a throttle, which backs every worker off).
+@pytest.mark.parametrize("ending", [None, RESET], ids=["closes", "resets"])
+def test_a_pipelining_server_ending_the_connection_after_its_421_is_reported_by_the_421(
+    ending: bytes | None,
+) -> None:
+    # The replies to RCPT and DATA never come, and the end lands before DATA is written, so that
+    # write fails: the 421 already received is still what is reported (a throttle, which backs
+    # every worker off), not "connection closed".
     def script(line: bytes) -> bytes | None:
         if line.upper().startswith(b"MAIL"):
             return b"421 4.7.0 Too many messages, closing\r\n"
         if line.upper().startswith(b"RCPT"):
-            return RESET
+            return ending
         return smtp(["PIPELINING"])(line)
 
     def slow_write() -> bool:
-        time.sleep(0.2)  # the outbox's write, while the server resets
+        time.sleep(0.2)  # the outbox's write, while the server ends the connection
         return True
 
     with scripted_server(script) as server:
@@ -186,6 +169,7 @@ def test_a_server_resetting_the_connection_after_its_421_is_reported_by_the_421(
                 message(), envelope_from="sender@example.com", recipient=TO, meanwhile=slow_write
             )
         assert (raised.value.step, raised.value.code) == ("mail", 421)
+        assert not session.is_alive()
 
 
 @pytest.mark.parametrize("rcpt_reply", [b"252 2.1.5 cannot verify, will try", b"not smtp"])
