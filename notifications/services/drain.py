@@ -101,7 +101,7 @@ class Drain:
                     self.claimed.extend(leases.claim_batch(self.token, limit=limit))
                     if not self.claimed:
                         self._write(None)
-                        if more_arrive_soon(self.budget_end):
+                        if _more_arrive_soon(self.budget_end):
                             continue
                         break
                 row = self.claimed.popleft()
@@ -407,7 +407,7 @@ def _known_provider(config) -> bool:
     return config is not None and provider_for_host(config.host) is not None
 
 
-def more_arrive_soon(budget_end: float) -> bool:
+def _more_arrive_soon(budget_end: float) -> bool:
     """Keep an open session a moment for rows still arriving, rather than reconnecting for each.
 
     The callers' drain requests are only hints; a trickle of notifications is served by the
