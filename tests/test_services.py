@@ -15,6 +15,7 @@ import notifications
 from notifications import services
 from notifications.exceptions import InvalidNotification
 from notifications.models import ConnectBackoff, Notification, SendSlot, SmtpSettings, Status
+from notifications.services import leases
 from notifications.signals import notification_failed, notification_sent, notify
 from tests.smtpserver import PASSWORD, USERNAME
 
@@ -289,6 +290,16 @@ def test_a_lease_that_ran_out_may_not_start_an_attempt():
     assert not services.start_attempt(claimed, "slow-worker")
 
 
+def test_a_lease_that_would_run_out_during_the_send_may_not_start_an_attempt():
+    notifications.notify(recipients="a@example.com", subject="s", body="b")
+    [claimed] = services.claim_batch("owner", limit=1)
+    ends = timezone.now() + timedelta(seconds=leases.message_seconds() - 1)
+    Notification.objects.update(claimed_until=ends)
+    assert not services.start_attempt(claimed, "owner")
+    Notification.objects.update(claimed_until=ends + timedelta(seconds=5))
+    assert services.start_attempt(claimed, "owner")
+
+
 def test_an_expired_claim_can_be_taken_over():
     [row] = notifications.notify(recipients="a@example.com", subject="s", body="b")
     services.claim_batch("dead-worker", limit=1)
@@ -508,25 +519,50 @@ def test_postgres_hot_path_records_sent_and_starts_the_next_only_for_the_owner()
         "settings_version": 1,
         "server": "fallback",
     }
-    later = timezone.now() + timedelta(minutes=5)
+    leased_until = second.claimed_until
 
-    def write(token):
+    def write(token, send_ends):
         return hotpath.record_sent_and_start(
-            token=token,
-            row_id=first.pk,
-            fields=fields,
-            upcoming_id=second.pk,
-            now=timezone.now(),
-            lease_end=later,
+            token=token, row_id=first.pk, fields=fields, upcoming_id=second.pk, send_ends=send_ends
         )
 
-    assert write("intruder") == (False, False)
-    assert write("owner") == (True, True)
+    assert write("intruder", timezone.now()) == (False, False)
+    # The owner's lease must outlast the send: one that would run out during it starts nothing.
+    assert write("owner", leased_until + timedelta(seconds=1)) == (True, False)
     first.refresh_from_db()
     second.refresh_from_db()
     assert (first.status, first.message_id, first.claim_token) == (Status.SENT, "<m@x>", "")
     assert first.server == "fallback"
-    assert (second.status, second.attempts, second.claimed_until) == (Status.SENDING, 1, later)
+    assert second.attempts == 0
+    first.status, first.claim_token = Status.SENDING, "owner"
+    first.save()
+    assert write("owner", timezone.now()) == (True, True)
+    second.refresh_from_db()
+    assert (second.status, second.attempts, second.claimed_until) == (
+        Status.SENDING,
+        1,
+        leased_until,  # counting the attempt leaves the lease (and every index) as it was
+    )
+
+
+@pytest.mark.postgres_database
+def test_postgres_counts_an_attempt_without_writing_an_index_entry():
+    """Counting an attempt is a heap-only (HOT) update: it moves no indexed column."""
+    from django.db import connection
+
+    def hot_updates() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT n_tup_hot_upd FROM pg_stat_xact_user_tables WHERE relname = %s",
+                [Notification._meta.db_table],
+            )
+            return cursor.fetchone()[0]
+
+    notifications.notify(recipients="a@example.com", subject="s", body="b")
+    [claimed] = services.claim_batch("owner", limit=1)
+    before = hot_updates()
+    assert services.start_attempt(claimed, "owner")
+    assert hot_updates() == before + 1
 
 
 @pytest.mark.postgres_database

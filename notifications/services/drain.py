@@ -274,8 +274,7 @@ class Drain:
             row_id=outcome.row.pk,
             fields=outcome.fields,
             upcoming_id=upcoming.pk if upcoming is not None else None,
-            now=timezone.now(),
-            lease_end=leases.lease_end(),
+            send_ends=leases.send_ends(),
         )
         if done:
             return "sent", started

