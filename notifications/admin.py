@@ -241,6 +241,9 @@ class SmtpSettingsAdmin(admin.ModelAdmin):
         # The test view passes the bound forms and the result; the plain page starts afresh.
         context.setdefault("test_form", TestEmailForm(initial={"to": request.user.email}))
         context["test_deadline"] = conf.get("TEST_DEADLINE_SECONDS")
+        # One Save: the page stays after every save (response_change), so Django's "Save and
+        # continue editing" would be a second button doing the same.
+        context["show_save_and_continue"] = False
         obj = kwargs.get("obj") or context.get("original")
         fallback = SmtpSettings.load_fallback()
         # The title names what is saved, not what a failed form wrote onto the instance.

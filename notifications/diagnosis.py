@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -9,15 +10,16 @@ from typing import TYPE_CHECKING
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 from django.utils.translation import ngettext
 from django.views.decorators.debug import sensitive_variables
 
 from notifications import conf
 from notifications.exceptions import NotificationsError
-from notifications.models import TestKind, TestRun
+from notifications.models import SmtpSettings, TestKind, TestRun
 from notifications.phrases import english, to_json
 from notifications.phrases import phrase as _
-from notifications.smtp import DiagnosticReport, check_connection, diagnose
+from notifications.smtp import DiagnosticReport, SmtpConfig, check_connection, diagnose
 from notifications.targets import Target
 
 if TYPE_CHECKING:
@@ -62,7 +64,9 @@ def run_test(
     config = settings.to_smtp_config(password=password)
     target = Target.of(config, saved=not unsaved)
     kind = TestKind.CONNECTION if connect_only else TestKind.EMAIL
-    run = _start(by=by, to=to, target=target, kind=kind, server=settings.server)
+    run = _start(
+        by=by, to=to, target=target, kind=kind, server=settings.server, digest=values_digest(config)
+    )
     deadline = conf.get("TEST_DEADLINE_SECONDS")
     if connect_only:
         report = check_connection(config, deadline=deadline)
@@ -77,6 +81,30 @@ def run_test(
     run.report = {**report.as_stored(), "summary": to_json(summary)}
     run.save(update_fields=["ok", "failed_step", "summary", "report"])
     return report
+
+
+@sensitive_variables("config")
+def values_digest(config: SmtpConfig) -> str:
+    """A keyed digest of every value a test of ``config`` uses (its version aside): equal for
+    the same values, and no way back to a secret among them."""
+    material = repr(dataclasses.astuple(dataclasses.replace(config, version=0)))
+    return salted_hmac("notifications.tested-values", material, algorithm="sha256").hexdigest()
+
+
+def adopt_unsaved_test(settings: SmtpSettings) -> None:
+    """Just after ``settings`` were saved: when the server's latest test was of unsaved values
+    and those are exactly the values now saved (the result's "Save these settings", say), it
+    becomes the saved settings' test, so the panel tells their state from it instead of calling
+    it a test of unsaved values."""
+    latest = TestRun.objects.filter(server=settings.server).first()
+    if latest is None or latest.saved or not latest.values_digest:
+        return
+    try:
+        digest = values_digest(settings.to_smtp_config())
+    except NotificationsError:  # a stored secret that cannot be decrypted: nothing to compare
+        return
+    if latest.values_digest == digest:
+        TestRun.objects.filter(pk=latest.pk).update(saved=True, settings_version=settings.version)
 
 
 def outcome(report: DiagnosticReport) -> str:
@@ -96,7 +124,7 @@ def outcome(report: DiagnosticReport) -> str:
 
 
 def _start(
-    *, by: AbstractBaseUser | None, to: str, target: Target, kind: str, server: str = "primary"
+    *, by: AbstractBaseUser | None, to: str, target: Target, kind: str, server: str, digest: str
 ) -> TestRun:
     """Check the rate limit and record the run as started, atomically.
 
@@ -118,6 +146,7 @@ def _start(
             kind=kind,
             **target.as_dict(),
             server=server,
+            values_digest=digest,
         )
 
 

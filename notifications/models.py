@@ -793,6 +793,10 @@ class TestRun(models.Model):
     server = models.CharField(
         _("server"), max_length=10, choices=Server.choices, default=Server.PRIMARY
     )
+    #: A keyed digest (HMAC under SECRET_KEY) of every value the test used, secrets included,
+    #: so that saving exactly those values later makes it the saved settings' test
+    #: (``diagnosis.adopt_unsaved_test``) without storing them.
+    values_digest = models.CharField(max_length=64, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at", "-id"]

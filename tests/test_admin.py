@@ -99,6 +99,14 @@ def test_invalid_post_shows_the_message_and_changes_nothing(admin_client):
     assert not SettingsChange.objects.exists()
 
 
+def test_the_settings_page_has_one_save_button_and_stays_after_it(admin_client):
+    html = admin_client.get(CHANGE_URL).content.decode()
+    assert html.count('name="_save"') == 1
+    assert 'name="_continue"' not in html  # "Save and continue editing" would do the same
+    response = admin_client.post(CHANGE_URL, {**FORM, "_save": "Save"})
+    assert response.status_code == 302 and response.url == CHANGE_URL
+
+
 def test_audit_log_is_read_only(admin_client):
     admin_client.post(CHANGE_URL, FORM)
     change = SettingsChange.objects.get()

@@ -373,6 +373,34 @@ def test_a_passing_test_of_unsaved_values_offers_to_save_them(
     assert SmtpSettings.load().batch == 7
 
 
+def test_saving_the_tested_values_makes_the_test_the_saved_settings_state(
+    admin_client, configure_smtp, plain_smtp_server, smtp_server_factory
+):
+    configure_smtp(plain_smtp_server)
+    other = smtp_server_factory("none")
+    typed = form_values(other, timeout=str(SmtpSettings.load().timeout))
+    admin_client.post(TEST_URL, typed, headers=FETCH)
+    assert "Tested unsaved values" in admin_client.get(CHANGE_URL).content.decode()
+    admin_client.post(CHANGE_URL, {**typed, "_continue": "1"})  # "Save these settings"
+    run = TestRun.objects.get()
+    assert (run.saved, run.settings_version) == (True, SmtpSettings.load().version)
+    page = admin_client.get(CHANGE_URL).content.decode()
+    assert "Tested unsaved values" not in page
+    assert "Delivered to the server" in page
+
+
+def test_saving_other_values_than_the_tested_ones_keeps_the_test_apart(
+    admin_client, configure_smtp, plain_smtp_server, smtp_server_factory
+):
+    configure_smtp(plain_smtp_server)
+    other = smtp_server_factory("none")
+    typed = form_values(other, timeout=str(SmtpSettings.load().timeout))
+    admin_client.post(TEST_URL, typed, headers=FETCH)
+    admin_client.post(CHANGE_URL, {**typed, "timeout": "12", "_save": "Save"})  # not what ran
+    assert not TestRun.objects.get().saved
+    assert "Tested unsaved values" in admin_client.get(CHANGE_URL).content.decode()
+
+
 def test_a_failing_test_offers_no_save(admin_client, configure_smtp, plain_smtp_server):
     configure_smtp(plain_smtp_server)
     plain_smtp_server.queue_replies("MAIL", "550 5.7.1 sender rejected")

@@ -10,6 +10,7 @@ from django.db.models import Max
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
+from notifications.diagnosis import adopt_unsaved_test
 from notifications.models import ConnectBackoff, Server, SettingsChange, SmtpSettings
 from notifications.services.hooks import send_robust
 from notifications.services.leases import clear_backoff
@@ -80,6 +81,7 @@ def save_settings(
         settings.paused_detail = None
         settings.paused_at = None
         settings.save()
+        adopt_unsaved_test(settings)
         clear_backoff(settings.pk)
         change = SettingsChange.objects.create(
             changed_by=by,
