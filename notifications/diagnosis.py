@@ -124,7 +124,13 @@ def outcome(report: DiagnosticReport) -> str:
 
 
 def _start(
-    *, by: AbstractBaseUser | None, to: str, target: Target, kind: str, server: str, digest: str
+    *,
+    by: AbstractBaseUser | None,
+    to: str,
+    target: Target,
+    kind: str,
+    server: str = "primary",
+    digest: str = "",
 ) -> TestRun:
     """Check the rate limit and record the run as started, atomically.
 

@@ -1,10 +1,14 @@
-"""The TLS client context (system CAs plus the extra trusted CA) and facts about a certificate."""
+"""The TLS client context (system CAs plus the extra trusted CA), facts about a certificate, and
+the second connections that only explain a failure (does the port speak TLS, which certificate
+does the server present)."""
 
 from __future__ import annotations
 
 import ipaddress
+import smtplib
 import socket
 import ssl
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +16,7 @@ from cryptography import x509
 
 from ..exceptions import SmtpConfigurationError
 from ..phrases import phrase as _
+from .client import _Client
 from .config import SmtpConfig
 
 #: X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH: issued for other names.
@@ -145,3 +150,39 @@ def speaks_tls(sockaddr: Any, family: int, host: str, timeout: float) -> bool:
                 return True
     except (OSError, ValueError):
         return False
+
+
+def presented_certificate(
+    config: SmtpConfig, family: int, sockaddr: Any, timeout: float
+) -> x509.Certificate | None:
+    """After the certificate was refused: the one the server presents, read unverified over a
+    second connection to ``sockaddr`` (STARTTLS replayed), the whole of it within ``timeout``.
+    See ``unverified_certificate``."""
+    end = time.monotonic() + timeout
+
+    def time_left() -> float:
+        left = end - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("no time left to read the certificate")
+        return left
+
+    probe = _Client(timeout=timeout, transcript=None, secrets=())
+    probe.deadline = end  # bounds every reply read
+    try:
+        probe.sock = socket.socket(family, socket.SOCK_STREAM)
+        probe.sock.settimeout(time_left())
+        probe.sock.connect(sockaddr)
+        if config.security == "starttls":
+            probe._host = config.host
+            if probe.getreply()[0] != 220 or probe.ehlo()[0] != 250:
+                return None
+            if probe.docmd("STARTTLS")[0] != 220:
+                return None
+        left = time_left()
+        sock, probe.sock = probe.sock, None
+        sock.settimeout(left)  # the handshake's bound
+        return unverified_certificate(sock, config.host)
+    except (OSError, smtplib.SMTPException):
+        return None
+    finally:
+        probe.close()
