@@ -259,19 +259,28 @@ default) and inside a transaction of the caller's (as with ATOMIC_REQUESTS), eac
 commit, so the broker publish is part of its cost; the target is the former's median.
 
 What bounds dispatch here: CPU. Against the fast server every message costs the workers about
-0.6-0.65 ms of CPU, PostgreSQL about 0.55-0.65 ms (one durable commit a message, the outcome with
+0.6-1.1 ms of CPU, PostgreSQL about 0.55-0.85 ms (one durable commit a message, the outcome with
 the next row's attempt in one prepared statement, made while MAIL FROM is on its way: see
 `notifications/services/hotpath.py`; a claim, one prepared `UPDATE ... RETURNING` down the
-partial indexes, per 10 rows) and the SMTP server 0.3-0.45 ms, against 0.35-0.55 ms in all for
-plain smtplib: on a quiet machine the 2 cores run out near 1,200 msg/s (near 600 when other
-engineers' suites share them). Against the slow server at Batch 50 the cores are about two
-thirds busy and each message waits, beyond the server's 50 ms, for the server process and its
-session's thread to be scheduled among the workers' threads and PostgreSQL's backends (py-spy
-dumps of a worker find its sessions nine tenths of the time waiting for the reply to the
-message itself), so the ratio to ideal falls to about 0.6-0.7, where plain smtplib, with a
-quarter of the CPU, keeps 0.85-0.9: 1,000 msg/s would take about 1 ms of CPU a message in all.
-At Batch 1-20 each message costs its session about 5-11 ms beyond the server's 50 ms (plain
-smtplib 0-5).
+partial indexes, per 10 rows) and the SMTP server 0.3-0.6 ms, against 0.35-0.9 ms in all for
+plain smtplib. The higher figures are from days when the same machine runs everything,
+post_office and smtplib included, about 1.5 times slower (post_office's fast send phase 1,471
+msg/s one day, 800-1,040 the next): compare within a run. The 2 cores run out near 1,200 msg/s
+on a fast day, 700-800 on a slow one. Against the slow server at Batch 50 the cores are about
+two thirds busy, and a py-spy of the workers (`--idle`, 498 msg/s) finds their sessions 85% of
+the time waiting for the server's reply to the message: at about 100 ms a message, that is the
+server's 50 ms and nearly as long again for the server process, which shares the 2 cores with
+the workers and PostgreSQL, to be scheduled. So the ratio to ideal falls to about 0.5-0.7, where
+plain smtplib, with a third of the CPU, keeps 0.8-0.9: 1,000 msg/s would take about 1 ms of CPU
+a message in all. (Switching the workers' GIL ten times as often, `sys.setswitchinterval(0.0005)`,
+made it worse, 0.53 → 0.45; four times less often changed nothing.) At Batch 1-20 each message
+costs its session about 5-11 ms beyond the server's 50 ms (plain smtplib 0-5).
+Counting an attempt leaves the row's lease alone (the session renews its leases by time), so on
+PostgreSQL it is a heap-only (HOT) update that writes no index entry: against moving
+`claimed_until`, an indexed column, with every start, fast server at Batch 10, three runs each
+on a slow day: 587-675 → 800-813 msg/s (÷ post_office 0.63-0.76 → 0.81-0.94), PostgreSQL
+0.91-1.05 → 0.73-0.74 ms a message, the workers 1.14-1.19 → 0.98-1.02; the slow server at Batch
+20 and 50 unchanged (0.76 and 0.53 of ideal either way).
 The servers offer PIPELINING, as most real ones do, and a session then sends MAIL FROM, RCPT TO
 and DATA together (two round trips a message, not four; on a server 20-100 ms away about twice
 the messages a session sends). Against `--no-pipelining` at Batch 10, two runs of each, one
