@@ -101,8 +101,8 @@ def adopt_unsaved_test(settings: SmtpSettings) -> None:
         return
     try:
         digest = values_digest(settings.to_smtp_config())
-    except NotificationsError:  # a stored secret that cannot be decrypted: nothing to compare
-        return
+    except (NotificationsError, ValueError):  # a secret that cannot be decrypted, say: the
+        return  # save goes on, and the test stays one of unsaved values
     if latest.values_digest == digest:
         TestRun.objects.filter(pk=latest.pk).update(saved=True, settings_version=settings.version)
 
