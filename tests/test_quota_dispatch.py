@@ -89,6 +89,26 @@ def test_the_rate_limit_holds_at_the_server_and_charges_nothing(plain_smtp_serve
 
 
 @pytest.mark.django_db
+@override_settings(
+    NOTIFICATIONS={
+        **FAST,
+        "LEASE_SECONDS": 3,  # a send may take 1 s; the leases are renewed every 0.75 s
+        "RATE_WAIT_IN_SESSION_SECONDS": 5,
+        "RATE_WINDOW_SECONDS": {"minute": 2.5, "hour": 3600, "day": 86400},
+    }
+)
+def test_a_wait_for_the_rate_window_renews_the_leases_before_the_next_start(
+    plain_smtp_server, configure_smtp, caplog
+):
+    # Each row waits 2.5 s for the window, longer than its lease leaves for a send after it.
+    configure_smtp(plain_smtp_server, batch=1, rate_per_minute=1)
+    queue(3)
+    assert services.deliver() == 3  # one session, every row sent in it
+    assert "claim lost" not in caplog.text
+    assert set(Notification.objects.values_list("attempts", flat=True)) == {1}
+
+
+@pytest.mark.django_db
 @override_settings(NOTIFICATIONS={**FAST, "RATE_WAIT_IN_SESSION_SECONDS": 0})
 def test_a_full_window_ends_the_session_and_notes_when_to_drain_again(
     plain_smtp_server, configure_smtp

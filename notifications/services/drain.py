@@ -80,20 +80,15 @@ class Drain:
         self.sent = 0
         self.limits = quotas.limits_of(primary)
         self.reservation: int | None = None  # the current attempt's place in the rate windows
+        self.next_renewal = 0.0  # monotonic: renewed at once, then every quarter lease
 
     def run(self) -> int:
         remaining = self.settings.messages_per_connection
-        lease = conf.get("LEASE_SECONDS")
-        started = next_renewal = time.monotonic()
+        started = time.monotonic()
         try:
             while remaining > 0 and time.monotonic() < self.budget_end:
-                now = time.monotonic()
-                if not self._settings_current(started):
+                if not self._settings_current(started) or not self._renew_if_due():
                     break
-                if now >= next_renewal:
-                    if not leases.renew(self.token, self.slot):
-                        break
-                    next_renewal = now + lease / 4
                 if not self.claimed:
                     # The last outcome waits for the first claimed row's start (one write for
                     # both); with nothing claimed it is written before the session idles.
@@ -106,6 +101,10 @@ class Drain:
                         break
                 row = self.claimed.popleft()
                 if not self._reserve(row):
+                    break
+                if not self._renew_if_due():  # again: waiting for the rate windows took time
+                    quotas.refund(self.reservation)
+                    self.claimed.appendleft(row)
                     break
                 outcome = self._attempt(row)
                 if outcome is None:
@@ -122,6 +121,19 @@ class Drain:
             self._write(None)
             leases.unclaim(list(self.claimed), self.token)
         return self.sent
+
+    def _renew_if_due(self) -> bool:
+        """Renew the leases this session holds (its rows and its slot) a quarter lease after the
+        last renewal; False when the slot was lost. Checked again just before each start, so
+        that the lease a start requires (``leases.start_attempt_query``: one that outlasts the
+        send) always has three quarters of LEASE_SECONDS left."""
+        now = time.monotonic()
+        if now < self.next_renewal:
+            return True
+        if not leases.renew(self.token, self.slot):
+            return False
+        self.next_renewal = now + conf.get("LEASE_SECONDS") / 4
+        return True
 
     def _settings_current(self, since: float) -> bool:
         """This server's settings unchanged and not paused, this slot within the primary's
