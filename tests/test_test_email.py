@@ -373,14 +373,19 @@ def test_a_passing_test_of_unsaved_values_offers_to_save_them(
     assert SmtpSettings.load().batch == 7
 
 
+def unsaved_values_of_another_server_tested(admin_client, smtp_server_factory) -> dict[str, str]:
+    """Test, without saving them, the stored values but for another server; the form's values."""
+    typed = form_values(smtp_server_factory("none"), timeout=str(SmtpSettings.load().timeout))
+    admin_client.post(TEST_URL, typed, headers=FETCH)
+    assert "Tested unsaved values" in admin_client.get(CHANGE_URL).content.decode()
+    return typed
+
+
 def test_saving_the_tested_values_makes_the_test_the_saved_settings_state(
     admin_client, configure_smtp, plain_smtp_server, smtp_server_factory
 ):
     configure_smtp(plain_smtp_server)
-    other = smtp_server_factory("none")
-    typed = form_values(other, timeout=str(SmtpSettings.load().timeout))
-    admin_client.post(TEST_URL, typed, headers=FETCH)
-    assert "Tested unsaved values" in admin_client.get(CHANGE_URL).content.decode()
+    typed = unsaved_values_of_another_server_tested(admin_client, smtp_server_factory)
     admin_client.post(CHANGE_URL, {**typed, "_continue": "1"})  # "Save these settings"
     run = TestRun.objects.get()
     assert (run.saved, run.settings_version) == (True, SmtpSettings.load().version)
@@ -393,9 +398,7 @@ def test_saving_other_values_than_the_tested_ones_keeps_the_test_apart(
     admin_client, configure_smtp, plain_smtp_server, smtp_server_factory
 ):
     configure_smtp(plain_smtp_server)
-    other = smtp_server_factory("none")
-    typed = form_values(other, timeout=str(SmtpSettings.load().timeout))
-    admin_client.post(TEST_URL, typed, headers=FETCH)
+    typed = unsaved_values_of_another_server_tested(admin_client, smtp_server_factory)
     admin_client.post(CHANGE_URL, {**typed, "timeout": "12", "_save": "Save"})  # not what ran
     assert not TestRun.objects.get().saved
     assert "Tested unsaved values" in admin_client.get(CHANGE_URL).content.decode()
