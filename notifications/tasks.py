@@ -83,6 +83,7 @@ class _Publisher:
         self._wakeup = threading.Condition()
         self._local = threading.local()  # the publishing thread's broker connection
         self._wanted = 0  # drain tasks asked for and not yet published
+        self._publishing = 0  # drain tasks the publishing thread is sending right now
         self._pid = 0
         self._url = None
         self._broker_down_until = 0.0
@@ -98,7 +99,7 @@ class _Publisher:
             self._wakeup.notify()
 
     def _start(self) -> None:
-        self._pid, self._wanted = os.getpid(), 0
+        self._pid, self._wanted, self._publishing = os.getpid(), 0, 0
         threading.Thread(target=self._run, name="notifications-publisher", daemon=True).start()
 
     def _run(self) -> None:
@@ -107,13 +108,32 @@ class _Publisher:
                 while not self._wanted:
                     self._wakeup.wait()
                 wanted, self._wanted = self._wanted, 0
-            self.publish(wanted)
+                self._publishing = wanted
+            try:
+                self.publish(wanted)
+            finally:
+                with self._wakeup:
+                    self._publishing = 0
+                    self._wakeup.notify_all()
             time.sleep(conf.get("PUBLISH_INTERVAL_SECONDS"))
 
     def flush(self) -> None:
-        """Publish what is still pending (at exit: the thread may not get to it)."""
+        """At exit: publish what is still pending, and what the thread was still publishing.
+
+        The publishing thread is a daemon, stopped wherever it is when the interpreter exits: a
+        short-lived process (a management command, a script) would end while it connects, and
+        its rows would wait for the sweeper. So the thread's publish in progress is waited for,
+        within twice PUBLISH_TIMEOUT_SECONDS, and made here if it has not ended by then (one
+        drain request too many at worst, which a full Batch turns away at once).
+        """
+        deadline = time.monotonic() + 2 * conf.get("PUBLISH_TIMEOUT_SECONDS")
         with self._wakeup:
-            wanted, self._wanted = self._wanted, 0
+            if self._pid != os.getpid():  # no thread here: nothing of ours in flight
+                self._publishing = 0
+            while self._publishing and (left := deadline - time.monotonic()) > 0:
+                self._wakeup.wait(left)
+            wanted = max(self._wanted, self._publishing)
+            self._wanted = 0
         if wanted:
             self.publish(wanted)
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -14,6 +17,7 @@ from notifications import services
 from notifications.models import Notification, SmtpSettings, Status
 from tests.loopback import wait_for
 from tests.outbox import all_sent, statuses
+from tests.processes import ROOT, current_database_url
 from tests.smtpserver import PASSWORD, USERNAME
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -161,6 +165,26 @@ def test_workers_record_a_heartbeat(celery_worker_factory):
     wait_for(
         lambda: services.live_workers().get().last_seen > first, timeout=30, what="a second beat"
     )
+
+
+def test_a_process_that_queues_mail_and_exits_at_once_still_asks_for_a_drain(
+    plain_smtp_server, configure_smtp, celery_worker_factory, redis_server
+):
+    # No worker is started: the factory only points this process at the private Redis. A
+    # management command ends right after notify(), while its publishing thread is connecting
+    # to the broker; the request must go out before the process does, not wait for the sweeper.
+    configure_smtp(plain_smtp_server, batch=2)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "DATABASE_URL": current_database_url(),
+        "CELERY_BROKER_URL": redis_server.url,
+    }
+    command = [sys.executable, "manage.py", "sendtestemail", "someone@example.com"]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert Notification.objects.get().recipient == "someone@example.com"
+    assert redis_server.client().llen("celery") >= 1, "no drain request: it waits for the sweeper"
 
 
 def test_a_stream_of_notify_calls_publishes_one_request_per_interval_and_the_last_one(
