@@ -129,8 +129,8 @@ def _start(
     to: str,
     target: Target,
     kind: str,
-    server: str = "primary",
-    digest: str = "",
+    server: str,
+    digest: str,
 ) -> TestRun:
     """Check the rate limit and record the run as started, atomically.
 

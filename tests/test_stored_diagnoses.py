@@ -88,7 +88,14 @@ def test_a_run_that_never_finished_says_so_in_the_readers_language(admin_client)
             saved=True,
             settings_version=None,
         )
-        diagnosis._start(by=None, to="a@example.com", target=target, kind=TestKind.EMAIL)
+        diagnosis._start(
+            by=None,
+            to="a@example.com",
+            target=target,
+            kind=TestKind.EMAIL,
+            server="primary",
+            digest="",
+        )
     run = TestRun.objects.get()
     assert run.summary == "Started; the test did not finish."
 

@@ -1,10 +1,10 @@
 """RFC 2920 PIPELINING: commands written as a group, their replies read back in order.
 
-The session (``SmtpSession._send_pipelined``) decides what each reply means; a ``Group`` keeps
-the connection in step whatever happens: it counts the replies still due, reads them back after
-a refusal, and closes the connection rather than leave it out of step (a reply left unread, or a
-server left waiting for a message after its 354), so no later command is answered by the reply
-to an earlier one.
+The mail transaction (``transaction.MailTransactions._send_pipelined``) decides what each
+reply means; a ``Group`` keeps the connection in step whatever happens: it counts the replies
+still due, reads them back after a refusal, and closes the connection rather than leave it out
+of step (a reply left unread, or a server left waiting for a message after its 354), so no later
+command is answered by the reply to an earlier one.
 """
 
 from __future__ import annotations
