@@ -111,12 +111,14 @@ def _run_once(
                 servers["fast"], batch=batch, messages=max(40, 4 * batch), prequeued=True
             )
             # The paced producer: notify() as a caller sees it while workers send, 100 calls a
-            # second, one recipient each, every other one in a transaction of the caller's.
+            # second, one recipient each, in turn in autocommit, in a transaction of the
+            # caller's, and the bare INSERT that is their baseline.
             paced = endtoend.run_point(
-                servers["fast"], batch=batch, messages=200, producers=1, pace=0.01
+                servers["fast"], batch=batch, messages=300, producers=1, pace=0.01
             )
             run.paced_notify_ms[batch] = paced.notify_ms
             run.paced_notify_in_transaction_ms[batch] = paced.notify_in_transaction_ms
+            run.paced_bare_insert_ms[batch] = paced.bare_insert_ms
             for name in args.servers.split(","):
                 server = servers[name]
                 # The baseline right before its end-to-end point, so both see the same noise.

@@ -4,7 +4,10 @@ Needs Django set up on the bench database, with workers running. One point: conf
 settings (server, Batch), call ``notify()`` N times from producer threads (every other call in
 autocommit, as a Django view runs by default, and inside the caller's own transaction, as with
 ATOMIC_REQUESTS; each timed with its commit, so the broker publish is part of its cost), wait
-until every row is ``sent``, then read the timings back from the rows themselves.
+until every row is ``sent``, then read the timings back from the rows themselves. Between the
+paced calls, the same thread times a bare INSERT of the same text into a table of the bench's
+(``BARE_TABLE``: a primary key, no other index), the floor of any outbox that stores first, under
+the same load: notify()'s median is judged against it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from bench.infra import CpuMeter
 from bench.servers import SmtpServerProcess
 
 FROM = "Site <noreply@example.com>"
+BARE_TABLE = "bench_bare_insert"
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,7 @@ class Point:
     received: int  # messages the server accepted (more than ``messages`` = duplicates)
     cpu: dict[str, float]  # CPU seconds per process group over the point (see CpuMeter)
     notify_in_transaction_ms: list[float] = field(default_factory=list)  # timed with the commit
+    bare_insert_ms: list[float] = field(default_factory=list)  # the baseline of the paced calls
 
     @property
     def rate(self) -> float:
@@ -78,32 +83,50 @@ def _wait_idle(server: SmtpServerProcess, timeout: float = 60) -> None:
 
 
 def _produce(
-    messages: int, producers: int, tag: str, *, pace: float, seconds: float
-) -> tuple[list[float], list[float], float]:
-    """Up to ``messages`` notify() calls from ``producers`` threads, for at most ``seconds``,
-    each followed by ``pace`` seconds of sleep, every other one inside a transaction of the
-    caller's; returns the ms of the calls in autocommit, of those in a transaction (with its
-    commit), and the wall time."""
+    calls: int, producers: int, tag: str, *, pace: float, seconds: float
+) -> tuple[list[float], list[float], list[float], float]:
+    """Up to ``calls`` timed calls from ``producers`` threads, for at most ``seconds``, each
+    followed by ``pace`` seconds of sleep, in turn: notify() in autocommit, notify() inside a
+    transaction of the caller's (timed with its commit), and, when paced, the bare INSERT
+    (``BARE_TABLE``). Returns the ms of each kind, and the wall time."""
     import notifications
 
-    durations: tuple[list[float], list[float]] = ([], [])
+    kinds = 3 if pace else 2
+    durations: tuple[list[float], list[float], list[float]] = ([], [], [])
     errors: list[BaseException] = []
     deadline = time.monotonic() + seconds
+    if pace:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"CREATE TABLE IF NOT EXISTS {BARE_TABLE} (id bigserial PRIMARY KEY, "
+                "recipient text NOT NULL, subject text NOT NULL, body text NOT NULL, "
+                "created_at timestamptz NOT NULL DEFAULT now())"
+            )
+
+    def call(index: int, kind: int) -> None:
+        recipient, subject = f"user{index}@example.com", f"Benchmark {tag} #{index}"
+        if kind == 2:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"INSERT INTO {BARE_TABLE} (recipient, subject, body) "  # noqa: S608
+                    "VALUES (%s, %s, %s)",
+                    [recipient, subject, "Hello from the bench.\n"],
+                )
+            return
+        with transaction.atomic() if kind == 1 else contextlib.nullcontext():
+            notifications.notify(
+                recipients=recipient, subject=subject, body="Hello from the bench.\n"
+            )
 
     def produce(first: int) -> None:
         try:
-            for index in range(first, messages, producers):
+            for index in range(first, calls, producers):
                 if time.monotonic() > deadline:
                     break
-                in_transaction = index % 2 == 1
+                kind = index % kinds
                 started = time.perf_counter()
-                with transaction.atomic() if in_transaction else contextlib.nullcontext():
-                    notifications.notify(
-                        recipients=f"user{index}@example.com",
-                        subject=f"Benchmark {tag} #{index}",
-                        body="Hello from the bench.\n",
-                    )
-                durations[in_transaction].append((time.perf_counter() - started) * 1000)
+                call(index, kind)
+                durations[kind].append((time.perf_counter() - started) * 1000)
                 if pace:
                     time.sleep(pace)
         except BaseException as error:
@@ -119,7 +142,7 @@ def _produce(
         thread.join(seconds + 60)
     if errors or any(thread.is_alive() for thread in threads):
         raise RuntimeError(f"notify() failed: {errors[:1]}")
-    return durations[0], durations[1], time.monotonic() - started
+    return *durations, time.monotonic() - started
 
 
 def _wait_sent(messages: int, *, stall: float = 30.0, limit: float = 180.0) -> None:
@@ -188,10 +211,11 @@ def run_point(
     seconds: float = 60.0,
     prequeued: bool = False,
 ) -> Point:
-    """Up to ``messages`` notify() calls for at most ``seconds`` (``pace`` seconds apart per
-    producer, 0 = a burst), then wait until every one is sent. ``prequeued``: all ``messages``
-    rows committed at once instead (dispatch measured apart from the producer); msg/s then
-    counts from that commit, and ``notify_ms`` holds the bulk calls (1,000 recipients each)."""
+    """Up to ``messages`` calls (see ``_produce``) for at most ``seconds`` (``pace`` seconds
+    apart per producer, 0 = a burst), then wait until every notification is sent.
+    ``prequeued``: all ``messages`` rows committed at once instead (dispatch measured apart from
+    the producer); msg/s then counts from that commit, and ``notify_ms`` holds the bulk calls
+    (1,000 recipients each)."""
     from notifications.models import Notification
 
     _wait_idle(server)
@@ -200,11 +224,12 @@ def run_point(
     meter = meter or CpuMeter({})
     committed = None
     in_transaction_ms: list[float] = []
+    bare_insert_ms: list[float] = []
     if prequeued:
         notify_ms, produce_seconds, committed = _prequeue(messages, server.name, meter)
     else:
         meter.start()
-        notify_ms, in_transaction_ms, produce_seconds = _produce(
+        notify_ms, in_transaction_ms, bare_insert_ms, produce_seconds = _produce(
             messages, producers, server.name, pace=pace, seconds=seconds
         )
         messages = len(notify_ms) + len(in_transaction_ms)
@@ -228,6 +253,7 @@ def run_point(
         received=stats.messages,
         cpu=cpu,
         notify_in_transaction_ms=in_transaction_ms,
+        bare_insert_ms=bare_insert_ms,
     )
 
 
