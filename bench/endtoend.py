@@ -1,11 +1,11 @@
 """The project end to end: notify() in the caller → outbox → Celery workers → SMTP → ``sent``.
 
 Needs Django set up on the bench database, with workers running. One point: configure the stored
-settings (server, Batch), call ``notify()`` N times from producer threads (every other call in
+settings (server, Batch), call ``notify()`` N times from producer threads (in turn in
 autocommit, as a Django view runs by default, and inside the caller's own transaction, as with
 ATOMIC_REQUESTS; each timed with its commit, so the broker publish is part of its cost), wait
-until every row is ``sent``, then read the timings back from the rows themselves. Between the
-paced calls, the same thread times a bare INSERT of the same text into a table of the bench's
+until every row is ``sent``, then read the timings back from the rows themselves. A paced
+producer's third call of each turn is a bare INSERT of the same text into a table of the bench's
 (``BARE_TABLE``: a primary key, no other index), the floor of any outbox that stores first, under
 the same load: notify()'s median is judged against it.
 """

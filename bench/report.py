@@ -120,11 +120,7 @@ class Run:
                     f"{min(paced):.2f}–{max(paced):.2f} ms in autocommit"
                     + _span(" (÷ a bare INSERT in the same thread: ", over_bare, ")")
                     + "; in a transaction of the caller's, with its BEGIN and COMMIT: "
-                    + (
-                        f"{min(in_transaction):.2f}–{max(in_transaction):.2f} ms"
-                        if in_transaction
-                        else "–"
-                    )
+                    + (_span("", in_transaction, " ms") or "–")
                     + _span("; the bare INSERT: ", list(bare.values()), " ms"),
                 )
             )
@@ -272,11 +268,11 @@ same run against the same local servers. Dispatch is measured apart from the pro
 are committed at once (bulk `notify()`, 1,000 recipients a call), and msg/s is N divided by the
 time from that commit to the last `sent_at`; commit→sent is per message, so it is mostly time
 spent waiting in the outbox. The paced producer calls `notify()` with one recipient 100 times a
-second while the workers send, every other call in autocommit (as a Django view runs by
-default) and inside a transaction of the caller's (as with ATOMIC_REQUESTS), each timed with its
-commit, so the broker publish is part of its cost; the target is the former's median. Its
-baseline, timed in turn with them by the same thread, is a bare INSERT of the same text into a
-table with no index but its primary key: what any outbox that stores a message first must pay.
+second while the workers send, in turn in autocommit (as a Django view runs by default) and
+inside a transaction of the caller's (as with ATOMIC_REQUESTS), each timed with its commit, so
+the broker publish is part of its cost; the target is the former's median. Their baseline, the
+third call of each turn, is a bare INSERT of the same text into a table with no index but its
+primary key: what any outbox that stores a message first must pay.
 
 What bounds dispatch here: CPU. Against the fast server every message costs the workers about
 0.6-1.1 ms of CPU, PostgreSQL about 0.55-0.85 ms (one durable commit a message, the outcome with
